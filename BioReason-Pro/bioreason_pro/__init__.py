@@ -1,0 +1,1 @@
+"""bio-post protein modality (GO term prediction). Populated by the protein issue."""
