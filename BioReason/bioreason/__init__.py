@@ -1,0 +1,1 @@
+"""bio-post DNA modality: KEGG and variant-effect reasoning tasks, DNA rewards."""
