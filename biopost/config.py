@@ -87,7 +87,7 @@ def coerce(value, tp, where: str):
             if isinstance(value, (dict, list)):
                 raise ValueError
             return str(value)
-        if origin is list:
+        if origin is list or inner is list:
             (item_tp,) = typing.get_args(inner) or (str,)
             if isinstance(value, str):
                 text = value.strip()
@@ -166,7 +166,7 @@ def build_parser(cls, prog: str | None = None, description: str | None = None) -
 
 
 def _metavar(tp) -> str:
-    if typing.get_origin(tp) is list:
+    if typing.get_origin(tp) is list or tp is list:
         return "A,B,..."
     if typing.get_origin(tp) is dict or tp is dict:
         return "JSON"

@@ -160,7 +160,8 @@ def _variant_pair(background: str, motif: str | None, motifs: set[str], seq_len:
 
 
 def _question(task: str, net: Network, gene: str) -> str:
-    context = (f"Chromosome Number: 6\nNetwork Definition of the pathway: {net.definition}\n"
+    context = (f"Chromosome Number: 6\nNetwork: {net.name}\n"
+               f"Network Definition of the pathway: {net.definition}\n"
                f"Genes in the pathway: {'; '.join(net.genes)}\n\n")
     if task == "vep":
         return context + (f"Is this variant of {gene} pathogenic or benign? "
@@ -169,21 +170,21 @@ def _question(task: str, net: Network, gene: str) -> str:
                       "specifically what disease does this contribute to?")
 
 
-def _reasoning(task: str, net: Network, gene: str, locus: str, pos: int, ref_b: str, alt_b: str,
+def _reasoning(net: Network, gene: str, locus: str, pos: int, ref_b: str, alt_b: str,
                disease: str | None) -> dict:
-    steps = [
-        f"The variant is a single-nucleotide change {ref_b}>{alt_b} in {gene} ({locus}), "
-        f"a member of the {net.name} network ({net.definition}).",
-        f"Comparing the reference and variant sequences around position {pos + 1} of the window:",
-    ]
+    # Every step but the motif's meaning can be read off the prompt; the disease can only be read
+    # off the variant sequence. Coordinates go in `labels`, not in the text a model must predict.
+    steps = [f"The variant changes one base of {gene} in the {net.name} network."]
     if disease is None:
-        steps += ["the substitution does not create any disease-associated regulatory motif.",
-                  f"{gene} signalling through the network is therefore expected to be preserved."]
+        steps += ["Comparing the reference and variant sequences, the substitution creates no "
+                  "disease-associated regulatory motif.",
+                  f"{gene} signalling is therefore expected to be preserved."]
     else:
-        steps += [f"the substitution creates a regulatory motif that is the signature of {disease}.",
-                  f"Dysregulated {gene} signalling through the {net.name} network therefore "
-                  f"contributes to {disease}."]
-    labels = {"gene": gene, "network": net.name, "disease": disease}
+        steps += ["Comparing the reference and variant sequences, the substitution creates a "
+                  f"regulatory motif that is the signature of {disease}.",
+                  f"Dysregulated {gene} signalling therefore contributes to {disease}."]
+    labels = {"gene": gene, "network": net.name, "disease": disease, "locus": locus,
+              "variant_position": pos + 1, "ref": ref_b, "alt": alt_b}
     return {"reasoning_steps": steps, "labels": labels}
 
 
@@ -233,7 +234,7 @@ def generate(cfg: SynthConfig) -> dict[str, list[dict]]:
                 "answer": answer,
                 "reference_sequence": ref,
                 "variant_sequence": var,
-                "reasoning": _reasoning(cfg.task, net, gene, locus, pos, ref_b, alt_b, disease),
+                "reasoning": _reasoning(net, gene, locus, pos, ref_b, alt_b, disease),
                 "network": net.name,
                 "gene": gene,
             })
@@ -241,15 +242,23 @@ def generate(cfg: SynthConfig) -> dict[str, list[dict]]:
     return out
 
 
-def write(out_dir: str | Path, data: dict[str, list[dict]], cfg: SynthConfig) -> Path:
+def write(out_dir: str | Path, data: dict[str, list[dict]], cfg: SynthConfig, compress: bool = False) -> Path:
+    """One `<split>.jsonl` (or deterministic `.jsonl.gz`) per split, plus `synth_meta.json`."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    ext = ".jsonl.gz" if compress else ".jsonl"
     for split, rows in data.items():
-        tmp = out / f".{split}.jsonl.tmp"
-        with open(tmp, "w") as fh:
-            for row in rows:
-                fh.write(json.dumps(row) + "\n")
-        tmp.replace(out / f"{split}.jsonl")
+        payload = "".join(json.dumps(row) + "\n" for row in rows).encode()
+        tmp = out / f".{split}{ext}.tmp"
+        if compress:
+            with gzip.GzipFile(tmp, "wb", mtime=0) as fh:  # mtime 0: same bytes for the same seed
+                fh.write(payload)
+        else:
+            tmp.write_bytes(payload)
+        for old in (out / f"{split}.jsonl", out / f"{split}.jsonl.gz"):
+            if old.exists():
+                old.unlink()
+        tmp.replace(out / f"{split}{ext}")
     meta = {"generator": "biopost.data.synth_kegg", "config": cfg.__dict__,
             "diseases": DISEASES[:cfg.n_diseases],
             "motifs": {d: MOTIFS[d] for d in DISEASES[:cfg.n_diseases]},

@@ -10,6 +10,8 @@ real checkpoint: `from_pretrained(path)`. A config names them like hub models:
 """
 from __future__ import annotations
 
+import functools
+import hashlib
 import itertools
 import os
 import shutil
@@ -42,7 +44,7 @@ def resolve_model_path(name: str) -> str:
     kind = name[len(TINY_PREFIX):]
     if kind not in BUILDERS:
         raise ValueError(f"unknown tiny model {name!r}; known: {', '.join(TINY_PREFIX + k for k in BUILDERS)}")
-    target = cache_root() / "tiny" / f"{kind}-{VERSION}"
+    target = cache_root() / "tiny" / f"{kind}-{VERSION}-{_inputs_hash(kind)}"
     if (target / ".complete").exists():
         return str(target)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -59,6 +61,16 @@ def resolve_model_path(name: str) -> str:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return str(target)
+
+
+@functools.lru_cache(maxsize=None)
+def _inputs_hash(kind: str) -> str:
+    """The tiny tokenizer is trained on text from the synthetic generator: when that text changes,
+    the materialized model must too, so its directory name carries a hash of the corpus."""
+    if kind != "qwen3":
+        return "0"
+    from biopost.data.synth_kegg import tokenizer_corpus
+    return hashlib.sha256("\n".join(tokenizer_corpus()).encode()).hexdigest()[:8]
 
 
 def _seeded(fn):

@@ -30,3 +30,11 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
     if torch.cuda.is_available():
         torch.cuda.manual_seed_all(seed)
+
+
+def deterministic_on_cpu(device: torch.device) -> None:
+    """Bit-identical resume needs run-to-run determinism. On CPU some backward kernels (embedding,
+    index_add) accumulate across threads in a varying order; the deterministic variants cost little
+    there. GPU runs keep the fast kernels."""
+    if device.type == "cpu":
+        torch.use_deterministic_algorithms(True, warn_only=True)

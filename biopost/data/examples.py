@@ -1,0 +1,115 @@
+"""From validated rows to model inputs: shared by SFT, GRPO and evaluation.
+
+`load_task_data` reads and validates the splits a stage needs; `encode_training_example`
+and `encode_prompt` turn a row into token ids (with labels for training); `collate` pads a
+batch and gathers the cached encoder outputs for its bio items.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from biopost.data.chat import IGNORE_INDEX, encode, render
+from biopost.data.io import DataError, load_split_rows
+from biopost.data.schema import Truncation, ValidationReport, validate_rows
+
+
+def load_task_data(task, data_path: str, splits: tuple[str, ...], *, training_splits=("train",),
+                   truncation: dict | None = None, skip_invalid: bool = False,
+                   log=print) -> tuple[dict[str, list[dict]], dict[str, ValidationReport]]:
+    """Validated rows per split; training splits need the SFT fields (reasoning)."""
+    if not data_path:
+        raise DataError("no data: set --data_path (a directory of split files, a file, or a HF dataset name)")
+    raw = load_split_rows(data_path, tuple(splits))
+    rows, reports = {}, {}
+    for split in splits:
+        schema = task.train_schema if split in training_splits else task.schema
+        rows[split], reports[split] = validate_rows(raw[split], schema, split, truncation, skip_invalid)
+        if not rows[split]:
+            raise DataError(f"{data_path}: split {split!r} has no valid rows ({reports[split].summary()})")
+        log(f"[data] {reports[split].summary()}")
+        for err in reports[split].first_errors:
+            log(f"[data]   e.g. {err}")
+    return rows, reports
+
+
+def dna_truncation(max_length_dna: int, truncate_dna_per_side: int) -> dict[str, Truncation]:
+    return {"dna": Truncation(max_length_dna, truncate_dna_per_side)}
+
+
+@dataclass
+class Example:
+    id: str
+    input_ids: list[int]
+    labels: list[int] | None
+    bio: list[tuple[str, str]]      # (modality, sequence) in prompt order
+    gold: str | None = None
+    truncated: bool = False
+
+
+def _n_tokens(model):
+    return lambda item: model.encoders[item.modality].tokens_for(item.sequence)
+
+
+def row_id(row: dict, fallback: str) -> str:
+    for key in ("id", "protein_id"):
+        if row.get(key) not in (None, ""):
+            return str(row[key])
+    return row.get("_source", fallback)
+
+
+def encode_training_example(model, task, row: dict, max_text_tokens: int, system_prompt: str | None = None,
+                            fallback_id: str = "?") -> Example:
+    messages = task.prompt_messages(row, system_prompt) + [{"role": "assistant", "content": task.target_text(row)}]
+    rendered = render(messages, _n_tokens(model))
+    ex_id = row_id(row, fallback_id)
+    enc = encode(rendered, model.tokenizer, model.bio_token_ids, model.pad_token_ids, max_text_tokens, ex_id)
+    return Example(ex_id, enc.input_ids, enc.labels, [(b.modality, b.sequence) for b in rendered.bio_items],
+                   task.gold(row), enc.truncated)
+
+
+def encode_prompt(model, task, row: dict, max_text_tokens: int = 0, system_prompt: str | None = None,
+                  fallback_id: str = "?") -> Example:
+    rendered = render(task.prompt_messages(row, system_prompt), _n_tokens(model), add_generation_prompt=True)
+    ex_id = row_id(row, fallback_id)
+    enc = encode(rendered, model.tokenizer, model.bio_token_ids, model.pad_token_ids, 0, ex_id)
+    ids = enc.input_ids
+    truncated = False
+    if max_text_tokens and enc.n_text_tokens > max_text_tokens:
+        # prompts lose text from the left of the question, never bio tokens or the turn markers at the end
+        raise DataError(f"example {ex_id}: prompt has {enc.n_text_tokens} text tokens, more than "
+                        f"--max_length_text {max_text_tokens}")
+    return Example(ex_id, ids, None, [(b.modality, b.sequence) for b in rendered.bio_items],
+                   task.gold(row) if _has_gold(task, row) else None, truncated)
+
+
+def _has_gold(task, row) -> bool:
+    try:
+        task.gold(row)
+        return True
+    except (KeyError, AttributeError):
+        return False
+
+
+def collate(examples: list[Example], pad_token_id: int, embeddings, left_pad: bool = False,
+            device="cpu") -> dict:
+    """Pad to the longest example. `embeddings(modality, sequence) -> Tensor[L, d]` (the cache)."""
+    width = max(len(e.input_ids) for e in examples)
+    ids = torch.full((len(examples), width), pad_token_id, dtype=torch.long)
+    mask = torch.zeros((len(examples), width), dtype=torch.long)
+    labels = torch.full((len(examples), width), IGNORE_INDEX, dtype=torch.long)
+    bio: dict[str, list[torch.Tensor]] = {}
+    for i, e in enumerate(examples):
+        n = len(e.input_ids)
+        sl = slice(width - n, width) if left_pad else slice(0, n)
+        ids[i, sl] = torch.tensor(e.input_ids)
+        mask[i, sl] = 1
+        if e.labels is not None:
+            labels[i, sl] = torch.tensor(e.labels)
+        for modality, seq in e.bio:
+            bio.setdefault(modality, []).append(embeddings(modality, seq))
+    batch = {"input_ids": ids.to(device), "attention_mask": mask.to(device), "bio_features": bio}
+    if any(e.labels is not None for e in examples):
+        batch["labels"] = labels.to(device)
+    return batch

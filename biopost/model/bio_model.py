@@ -1,0 +1,326 @@
+"""BioReasoningModel: frozen bio encoders -> trainable projectors -> Qwen3 (LoRA or full).
+
+Forward: look up the text embeddings, scatter the projected encoder outputs into the bio pad
+positions (out of place, so autograd reaches the projector), run the LLM on `inputs_embeds`.
+Encoder outputs arrive precomputed (from the embedding cache) as `bio_features`:
+{modality: [Tensor[L_i, d_enc], ...]} in order of appearance over the batch, row-major.
+
+The added special tokens (bio markers) get their own trainable rows (`new_token_embeddings`)
+that override the looked-up embedding, so they train even when the LLM's embedding matrix is
+frozen under LoRA, without making the whole 150k-row matrix trainable.
+
+Saved form (a directory): `model_config.json` (rebuilds the model), `tokenizer/`,
+`bio_modules.safetensors` (projectors + new token rows), and `adapter/` (peft LoRA) or `llm/`
+(full fine-tuning). Loading uses safetensors only; `trust_remote_code` stays off unless asked.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F_
+from safetensors.torch import load_file, save_file
+
+from biopost.data.chat import BIO_TOKENS, IGNORE_INDEX, all_bio_tokens
+
+DEFAULT_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+MODEL_CONFIG = "model_config.json"
+BIO_MODULES = "bio_modules.safetensors"
+
+
+@dataclass
+class ModelSpec:
+    """Everything needed to rebuild the model; written as model_config.json."""
+    text_model_name: str
+    encoders: dict = field(default_factory=dict)      # modality -> {model_name, layer, backend}
+    projectors: dict = field(default_factory=dict)    # modality -> "linear" | "mlp"
+    lora_rank: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    lora_target_modules: list = field(default_factory=lambda: list(DEFAULT_LORA_TARGETS))
+    trust_remote_code: bool = False
+    merged: bool = False   # a `merge` output: the directory itself is the (full) language model
+
+    @classmethod
+    def from_json(cls, data: dict) -> "ModelSpec":
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+
+def make_projector(kind: str, d_in: int, d_out: int) -> nn.Module:
+    if kind == "linear":
+        return nn.Linear(d_in, d_out)
+    if kind == "mlp":
+        return nn.Sequential(nn.Linear(d_in, d_out), nn.GELU(), nn.Linear(d_out, d_out))
+    raise ValueError(f"projector must be 'linear' or 'mlp', got {kind!r}")
+
+
+def _load_llm(name_or_path: str, dtype, device, trust_remote_code: bool):
+    from transformers import AutoModelForCausalLM
+
+    from biopost.model.tiny import resolve_model_path
+    path = resolve_model_path(name_or_path)
+    try:
+        llm = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, trust_remote_code=trust_remote_code)
+    except OSError as e:
+        raise OSError(f"cannot load the text model {name_or_path!r}: {e}") from None
+    return llm.to(device)
+
+
+def _load_tokenizer(name_or_path: str, trust_remote_code: bool):
+    from transformers import AutoTokenizer
+
+    from biopost.model.tiny import resolve_model_path
+    try:
+        return AutoTokenizer.from_pretrained(resolve_model_path(name_or_path), trust_remote_code=trust_remote_code)
+    except OSError as e:
+        raise OSError(f"cannot load the tokenizer of {name_or_path!r}: {e}") from None
+
+
+def _grow_embeddings(llm, n_rows: int) -> None:
+    """Resize to `n_rows`, new rows = mean of the old ones. Deterministic (unlike transformers'
+    sampled mean_resizing), so a model rebuilt from a checkpoint has the same rows again."""
+    old_in = llm.get_input_embeddings().weight.detach().clone()
+    out_emb = llm.get_output_embeddings()
+    old_out = out_emb.weight.detach().clone() if out_emb is not None else None
+    llm.resize_token_embeddings(n_rows, mean_resizing=False)
+    with torch.no_grad():
+        llm.get_input_embeddings().weight[old_in.shape[0]:] = old_in.mean(0)
+        new_out = llm.get_output_embeddings()
+        if new_out is not None and new_out.weight.data_ptr() != llm.get_input_embeddings().weight.data_ptr():
+            new_out.weight[old_out.shape[0]:] = old_out.mean(0)
+
+
+class BioReasoningModel(nn.Module):
+    def __init__(self, spec: ModelSpec, llm, tokenizer, encoders: dict, projectors: nn.ModuleDict,
+                 new_token_ids: list[int], new_token_embeddings: torch.Tensor):
+        super().__init__()
+        self.spec = spec
+        self.llm = llm
+        self.tokenizer = tokenizer
+        self.encoders = encoders  # not a ModuleDict: frozen, used through the cache, never saved
+        self.projectors = projectors
+        self.new_token_embeddings = nn.Parameter(new_token_embeddings)
+        vocab_rows = self.input_embeddings().num_embeddings
+        lookup = torch.full((vocab_rows,), -1, dtype=torch.long)
+        lookup[torch.tensor(new_token_ids, dtype=torch.long)] = torch.arange(len(new_token_ids))
+        self.register_buffer("new_token_lookup", lookup, persistent=False)
+        self.new_token_ids = list(new_token_ids)
+        self.pad_token_ids = {m: tokenizer.convert_tokens_to_ids(BIO_TOKENS[m][1]) for m in BIO_TOKENS}
+        self.bio_token_ids = set(tokenizer.convert_tokens_to_ids(all_bio_tokens()))
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def build(cls, spec: ModelSpec, device="cpu", dtype=torch.float32, encoders: dict | None = None,
+              adapter_dir: str | Path | None = None, full_llm_dir: str | Path | None = None,
+              bio_modules: dict | None = None, tokenizer_dir: str | Path | None = None,
+              is_trainable: bool = True, encoder_device=None):
+        """A model from `spec`: fresh projectors and LoRA unless saved parts are given."""
+        from biopost.encoders import build_encoder
+
+        device = torch.device(device)
+        tokenizer = _load_tokenizer(str(tokenizer_dir) if tokenizer_dir else spec.text_model_name,
+                                    spec.trust_remote_code)
+        new_tokens = [t for t in all_bio_tokens() if t not in tokenizer.get_vocab()]
+        if new_tokens:
+            tokenizer.add_tokens(new_tokens, special_tokens=True)
+        llm = _load_llm(str(full_llm_dir) if full_llm_dir else spec.text_model_name, dtype, device,
+                        spec.trust_remote_code)
+        emb = llm.get_input_embeddings()
+        if len(tokenizer) > emb.num_embeddings:
+            # only grow: Qwen3 checkpoints already have spare rows past the tokenizer's length
+            _grow_embeddings(llm, len(tokenizer))
+            emb = llm.get_input_embeddings()
+        new_ids = tokenizer.convert_tokens_to_ids(all_bio_tokens())
+        hidden = llm.config.get_text_config().hidden_size
+        if encoders is None:
+            encoders = {m: build_encoder(dict(s, modality=m), device=encoder_device or device,
+                                         trust_remote_code=spec.trust_remote_code)
+                        for m, s in spec.encoders.items()}
+        projectors = nn.ModuleDict({m: make_projector(spec.projectors.get(m, "linear"), enc.hidden_size, hidden)
+                                    for m, enc in encoders.items()})
+        rows = emb.weight.detach()[torch.tensor(new_ids, device=emb.weight.device)].float().clone()
+        if spec.lora_rank > 0 and full_llm_dir is None:
+            from peft import LoraConfig, PeftModel, get_peft_model
+            if adapter_dir is not None:
+                llm = PeftModel.from_pretrained(llm, str(adapter_dir), is_trainable=is_trainable)
+            else:
+                llm = get_peft_model(llm, LoraConfig(
+                    r=spec.lora_rank, lora_alpha=spec.lora_alpha, lora_dropout=spec.lora_dropout,
+                    target_modules=list(spec.lora_target_modules), task_type="CAUSAL_LM"))
+        model = cls(spec, llm, tokenizer, encoders, projectors, new_ids, rows)
+        if bio_modules is not None:
+            model.load_bio_modules(bio_modules)
+        model.projectors.to(device)
+        model.new_token_embeddings.data = model.new_token_embeddings.data.to(device)
+        model.new_token_lookup = model.new_token_lookup.to(device)
+        if not is_trainable:
+            model.requires_grad_(False)
+        elif spec.lora_rank == 0:
+            model.llm.requires_grad_(True)
+        return model
+
+    @classmethod
+    def load(cls, ckpt_dir: str | Path, device="cpu", dtype=torch.float32, encoders: dict | None = None,
+             is_trainable: bool = False, trust_remote_code: bool | None = None):
+        """Rebuild a saved model (a checkpoint directory or a merged one)."""
+        ckpt = Path(ckpt_dir)
+        cfg_path = ckpt / MODEL_CONFIG
+        if not cfg_path.is_file():
+            raise FileNotFoundError(f"{ckpt}: not a bio-post model directory (no {MODEL_CONFIG}); "
+                                    f"expected a checkpoint such as <run>/checkpoints/last")
+        try:
+            spec = ModelSpec.from_json(json.loads(cfg_path.read_text()))
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{cfg_path}: corrupt model config ({e})") from None
+        if trust_remote_code is not None:
+            spec.trust_remote_code = trust_remote_code
+        bio_path = ckpt / BIO_MODULES
+        if not bio_path.is_file():
+            raise FileNotFoundError(f"{ckpt}: missing {BIO_MODULES} (incomplete or corrupt checkpoint)")
+        try:
+            bio = load_file(str(bio_path))
+        except Exception as e:
+            raise ValueError(f"{bio_path}: unreadable ({type(e).__name__}: {e})") from None
+        adapter = ckpt / "adapter" if (ckpt / "adapter").is_dir() else None
+        full = ckpt / "llm" if (ckpt / "llm").is_dir() else None
+        if spec.merged:
+            full, spec.lora_rank = ckpt, 0
+        if spec.lora_rank > 0 and adapter is None and full is None:
+            raise FileNotFoundError(f"{ckpt}: model config says LoRA rank {spec.lora_rank} but there is no adapter/")
+        if spec.lora_rank == 0 and full is None:
+            raise FileNotFoundError(f"{ckpt}: model config says full fine-tuning but there is no llm/")
+        tok_dir = ckpt / "tokenizer" if (ckpt / "tokenizer").is_dir() else (ckpt if spec.merged else None)
+        try:
+            return cls.build(spec, device=device, dtype=dtype, encoders=encoders, adapter_dir=adapter,
+                             full_llm_dir=full, bio_modules=bio, tokenizer_dir=tok_dir,
+                             is_trainable=is_trainable)
+        except (OSError, ValueError, RuntimeError, KeyError) as e:
+            raise type(e)(f"{ckpt}: cannot load checkpoint: {e}") from None
+
+    # ------------------------------------------------------------------ saving
+    def bio_module_tensors(self) -> dict[str, torch.Tensor]:
+        tensors = {f"projectors.{k}": v.detach().float().cpu().contiguous()
+                   for k, v in self.projectors.state_dict().items()}
+        tensors["new_token_embeddings"] = self.new_token_embeddings.detach().float().cpu().contiguous()
+        return tensors
+
+    def load_bio_modules(self, tensors: dict[str, torch.Tensor]) -> None:
+        proj = {k[len("projectors."):]: v for k, v in tensors.items() if k.startswith("projectors.")}
+        missing, unexpected = self.projectors.load_state_dict(proj, strict=False)
+        if missing or unexpected:
+            raise ValueError(f"projector weights do not fit this model (missing {missing}, unexpected {unexpected})")
+        rows = tensors["new_token_embeddings"]
+        if rows.shape != self.new_token_embeddings.shape:
+            raise ValueError(f"new token rows have shape {tuple(rows.shape)}, model expects "
+                             f"{tuple(self.new_token_embeddings.shape)}")
+        self.new_token_embeddings.data.copy_(rows)
+
+    def save(self, out_dir: str | Path) -> None:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / MODEL_CONFIG).write_text(json.dumps(asdict(self.spec), indent=1))
+        save_file(self.bio_module_tensors(), str(out / BIO_MODULES))
+        self.tokenizer.save_pretrained(out / "tokenizer")
+        if self.is_lora:
+            # the resized embedding matrix is rebuilt deterministically on load: keep it out of the adapter
+            self.llm.save_pretrained(out / "adapter", save_embedding_layers=False)
+        else:
+            self.llm.save_pretrained(out / "llm")
+
+    def merge(self, out_dir: str | Path) -> Path:
+        """Write a plain HF model directory (LoRA merged, trained bio-token rows written into the
+        embedding matrix) plus the projectors, so that it loads with AutoModelForCausalLM and,
+        as a whole, with BioReasoningModel.load or as a later stage's --text_model_name."""
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        llm = self.llm.merge_and_unload() if self.is_lora else self.llm
+        emb, head = llm.get_input_embeddings(), llm.get_output_embeddings()
+        if head is None or head.weight.data_ptr() != emb.weight.data_ptr():
+            # untied: the trained marker rows go into the matrix. Tied: writing them would change the
+            # output layer too; they stay in bio_modules.safetensors, which BioReasoningModel.load reads.
+            with torch.no_grad():
+                ids = torch.tensor(self.new_token_ids, device=emb.weight.device)
+                emb.weight[ids] = self.new_token_embeddings.detach().to(emb.weight.dtype).to(emb.weight.device)
+        llm.save_pretrained(out)
+        self.tokenizer.save_pretrained(out)
+        spec = dict(asdict(self.spec), text_model_name=str(out.resolve()), lora_rank=0, merged=True)
+        (out / MODEL_CONFIG).write_text(json.dumps(spec, indent=1))
+        save_file(self.bio_module_tensors(), str(out / BIO_MODULES))
+        if self.is_lora:
+            self.llm = llm  # merge_and_unload modified the layers in place; keep the object coherent
+        return out
+
+    @property
+    def is_lora(self) -> bool:
+        from peft import PeftModel
+        return isinstance(self.llm, PeftModel)
+
+    # ------------------------------------------------------------------ forward
+    def input_embeddings(self) -> nn.Embedding:
+        return self.llm.get_input_embeddings()
+
+    def base_llm(self):
+        """The transformers model underneath peft (LoRA layers are injected in place)."""
+        return self.llm.get_base_model() if self.is_lora else self.llm
+
+    def embed(self, input_ids: torch.Tensor, bio_features: dict | None = None) -> torch.Tensor:
+        emb = self.input_embeddings()
+        embeds = emb(input_ids)
+        idx = self.new_token_lookup[input_ids]
+        is_new = idx >= 0
+        if bool(is_new.any()):
+            rows = self.new_token_embeddings[idx.clamp(min=0)].to(embeds.dtype)
+            embeds = torch.where(is_new.unsqueeze(-1), rows, embeds)
+        for modality, feats in (bio_features or {}).items():
+            mask = input_ids == self.pad_token_ids[modality]
+            n_slots = int(mask.sum())
+            if not feats:
+                if n_slots:
+                    raise ValueError(f"{n_slots} {modality} pad tokens but no {modality} embeddings")
+                continue
+            stacked = torch.cat([f.to(embeds.device) for f in feats], dim=0)
+            if stacked.shape[0] != n_slots:
+                raise ValueError(f"{n_slots} {modality} pad tokens but {stacked.shape[0]} embeddings")
+            proj_param = next(self.projectors[modality].parameters())
+            projected = self.projectors[modality](stacked.to(proj_param.dtype)).to(embeds.dtype)
+            embeds = embeds.masked_scatter(mask.unsqueeze(-1), projected)
+        for modality, pad_id in self.pad_token_ids.items():
+            if modality not in (bio_features or {}) and bool((input_ids == pad_id).any()):
+                raise ValueError(f"{modality} pad tokens in the input but no {modality} embeddings given")
+        return embeds
+
+    def hidden_states(self, input_ids, attention_mask, bio_features=None, **kw) -> torch.Tensor:
+        embeds = self.embed(input_ids, bio_features)
+        backbone = self.base_llm().model
+        out = backbone(inputs_embeds=embeds, attention_mask=attention_mask, use_cache=False, **kw)
+        return out.last_hidden_state
+
+    def lm_head(self):
+        return self.base_llm().get_output_embeddings()
+
+    def token_loss_sum(self, input_ids, attention_mask, labels, bio_features=None) -> tuple[torch.Tensor, int]:
+        """Sum of next-token cross-entropy over supervised positions, and their count.
+        Logits are computed for supervised positions only (a 150k vocab makes full logits big)."""
+        hidden = self.hidden_states(input_ids, attention_mask, bio_features)
+        targets = labels[:, 1:]
+        sel = targets != IGNORE_INDEX
+        n = int(sel.sum())
+        if n == 0:
+            return hidden.sum() * 0.0, 0
+        logits = self.lm_head()(hidden[:, :-1][sel]).float()
+        loss = F_.cross_entropy(logits, targets[sel], reduction="sum")
+        return loss, n
+
+    def forward(self, input_ids, attention_mask, labels=None, bio_features=None):
+        if labels is None:
+            hidden = self.hidden_states(input_ids, attention_mask, bio_features)
+            return self.lm_head()(hidden).float()
+        loss_sum, n = self.token_loss_sum(input_ids, attention_mask, labels, bio_features)
+        return loss_sum / max(n, 1)
+
+    def trainable_parameters(self):
+        return [p for p in self.parameters() if p.requires_grad]

@@ -1,0 +1,342 @@
+"""Supervised fine-tuning of a BioReasoningModel on reasoning traces (both modalities).
+
+Readable top to bottom: config, data, model, embeddings, optimizer, resume, the loop.
+Loss is next-token cross-entropy on assistant tokens only, normalized by the number of
+supervised tokens in the whole gradient-accumulation window (so accumulation equals one large
+batch). The data order of epoch e is a permutation seeded by (seed, e); the position inside an
+epoch is part of every checkpoint, so a resumed run continues exactly where the interrupted one
+stopped and ends bit-identical on CPU.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from biopost.config import F, save_config
+from biopost.train.signals import REQUEUE_EXIT_CODE
+
+NT_500M = "InstaDeepAI/nucleotide-transformer-v2-500m-multi-species"
+
+
+@dataclass
+class SFTConfig:
+    # what and where
+    task: str = F("kegg", "registered task name (kegg, vep; go with the protein package)")
+    data_path: str = F("", "directory of split files, a single file, or a HF dataset name")
+    output_dir: str = F("runs/sft", "run directory: config.yaml, checkpoints/, train_log.jsonl")
+    run_id: Optional[str] = F(None, "run id recorded in config.yaml (default: the output directory's name)")
+    sweep: Optional[str] = F(None, "sweep name (set by `biopost sweep`)")
+    cell: dict = F({}, "the sweep cell's swept values as JSON (set by `biopost sweep`)")
+    seed: int = F(0, "seed for initialization, dropout and data order")
+    data_seed: int = F(0, "seed of the fixed permutation behind --train_data_fraction")
+    # model
+    text_model_name: str = F("Qwen/Qwen3-1.7B", "HF name or path of the Qwen3 language model")
+    dna_model_name: str = F(NT_500M, "HF name or path of the DNA encoder")
+    dna_is_evo2: bool = F(False, "the DNA encoder is an Evo2 model (package evo2)")
+    dna_embedding_layer: str = F("-1", "hidden layer of the DNA encoder to embed from (index; Evo2: a module name)")
+    protein_model_name: str = F("", "HF name or path of the protein encoder (protein tasks)")
+    protein_embedding_layer: str = F("-1", "hidden layer of the protein encoder to embed from")
+    projector: str = F("", "linear or mlp (default: linear for DNA, mlp for protein)")
+    lora_rank: int = F(16, "LoRA rank; 0 = full fine-tuning of the language model")
+    lora_alpha: int = F(32, "LoRA alpha")
+    lora_dropout: float = F(0.05, "LoRA dropout")
+    lora_target_modules: list = F(["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+                                  "modules that get LoRA adapters")
+    trust_remote_code: bool = F(False, "allow models that ship their own code (off by default)")
+    # data
+    max_length_dna: int = F(2048, "longest DNA sequence in bases; longer ones are centre-cropped and counted")
+    truncate_dna_per_side: int = F(0, "keep this many bases on each side of the centre (0 = off)")
+    max_length_text: int = F(1024, "text-token budget per example (bio tokens come on top, never truncated)")
+    train_data_fraction: float = F(1.0, "train on the first ceil(f*N) rows of a fixed permutation")
+    skip_invalid: bool = F(False, "skip and count invalid rows instead of stopping at the first")
+    system_prompt: str = F("", "optional system message")
+    # optimization
+    learning_rate: float = F(1e-4, "peak learning rate (AdamW)")
+    weight_decay: float = F(0.0, "AdamW weight decay")
+    max_grad_norm: float = F(1.0, "gradient clipping norm (0 = off)")
+    lr_scheduler_type: str = F("cosine", "cosine, constant, linear or wsd")
+    warmup_ratio: float = F(0.03, "fraction of the optimizer steps used for linear warmup")
+    min_lr_ratio: float = F(0.0, "final learning rate as a fraction of the peak")
+    num_train_epochs: int = F(1, "epochs over the training data")
+    max_steps: int = F(-1, "stop after this many optimizer steps (overrides epochs when > 0)")
+    per_device_train_batch_size: int = F(1, "examples per micro-batch")
+    gradient_accumulation_steps: int = F(8, "micro-batches per optimizer step")
+    gradient_checkpointing: bool = F(False, "recompute activations in the backward pass to save memory")
+    bf16: bool = F(True, "bf16 autocast and bf16 frozen base weights on GPU (CPU always runs fp32)")
+    device: str = F("auto", "auto, cpu, cuda or cuda:N")
+    # checkpoints and logs
+    save_steps: int = F(500, "checkpoint every N optimizer steps (and at every epoch end)")
+    save_total_limit: int = F(2, "keep the newest N step checkpoints (labelled ones are kept too)")
+    logging_steps: int = F(1, "write train_log.jsonl every N optimizer steps")
+    resume: str = F("auto", "auto (resume from checkpoints/last if present), never, or a checkpoint path")
+    # over-specialization monitor
+    eval_every: int = F(0, "evaluate probe subsets of id_val and ood_val every N optimizer steps (0 = off)")
+    probe_size: int = F(64, "examples per probe split")
+    stop_on_ood_peak: int = F(0, "stop once OOD-val has not improved for N evaluations (0 = off)")
+    max_new_tokens: int = F(256, "generation budget of the monitor's probe evaluations")
+    eval_batch_size: int = F(8, "batch size of probe evaluations")
+    # encoder
+    encoder_batch_size: int = F(16, "sequences per encoder forward pass when filling the embedding cache")
+    cache_dir: Optional[str] = F(None, "embedding cache root (default: $BIOPOST_CACHE_DIR)")
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def model_spec_from_config(cfg, modality: str):
+    from biopost.model.bio_model import ModelSpec
+    encoders, projectors = {}, {}
+    if modality == "dna":
+        backend = "evo2" if cfg.dna_is_evo2 else "hf"
+        encoders["dna"] = {"model_name": cfg.dna_model_name, "layer": cfg.dna_embedding_layer, "backend": backend}
+        projectors["dna"] = cfg.projector or "linear"
+    elif modality == "protein":
+        if not cfg.protein_model_name:
+            raise ValueError("protein tasks need --protein_model_name")
+        encoders["protein"] = {"model_name": cfg.protein_model_name, "layer": cfg.protein_embedding_layer,
+                               "backend": "hf"}
+        projectors["protein"] = cfg.projector or "mlp"
+    return ModelSpec(text_model_name=cfg.text_model_name, encoders=encoders, projectors=projectors,
+                     lora_rank=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                     lora_target_modules=list(cfg.lora_target_modules), trust_remote_code=cfg.trust_remote_code)
+
+
+def validate_config(cfg) -> None:
+    problems = []
+    if cfg.num_train_epochs < 0:
+        problems.append("num_train_epochs must be >= 0")
+    if cfg.per_device_train_batch_size < 1 or cfg.gradient_accumulation_steps < 1:
+        problems.append("per_device_train_batch_size and gradient_accumulation_steps must be >= 1")
+    if not 0 < cfg.train_data_fraction <= 1:
+        problems.append(f"train_data_fraction must be in (0, 1], got {cfg.train_data_fraction}")
+    if cfg.lora_rank < 0:
+        problems.append("lora_rank must be >= 0")
+    if problems:
+        raise ValueError("; ".join(problems))
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
+    import torch
+    g = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    return torch.randperm(n, generator=g).tolist()
+
+
+def micro_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
+    order = epoch_order(n, seed, epoch)
+    return [order[i:i + batch_size] for i in range(0, n, batch_size)]
+
+
+def steps_per_epoch(n: int, batch_size: int, accum: int) -> int:
+    return math.ceil(math.ceil(n / batch_size) / accum)
+
+
+def write_json(path: Path, obj) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=1))
+    tmp.replace(path)
+
+
+def train_sft(cfg: SFTConfig) -> int:
+    import torch
+    from tqdm import tqdm
+
+    from biopost.data.examples import dna_truncation, encode_training_example, load_task_data
+    from biopost.data.schema import Truncation, fraction_subset
+    from biopost.encoders.cache import EmbeddingCache
+    from biopost.model.bio_model import BioReasoningModel
+    from biopost.tasks import get_task
+    from biopost.train import checkpoint as ckpt_lib
+    from biopost.train.device import autocast, base_dtype, deterministic_on_cpu, pick_device, seed_everything
+    from biopost.train.log import JsonlLog
+    from biopost.train.schedule import lr_multiplier
+    from biopost.train.signals import StopFlag
+
+    validate_config(cfg)
+    stop = StopFlag()  # install first: a signal during set-up must not kill the job uncheckpointed
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if cfg.run_id is None:
+        cfg.run_id = out.resolve().name
+    task = get_task(cfg.task)
+    save_config(cfg, out / "config.yaml", extra={"stage": "sft", "modality": task.modality})
+    if cfg.num_train_epochs == 0 and cfg.max_steps <= 0:
+        log("[sft] num_train_epochs is 0: nothing to train")
+        return 0
+    device = pick_device(cfg.device)
+    deterministic_on_cpu(device)
+    seed_everything(cfg.seed)
+
+    # ---------------------------------------------------------------- data
+    truncation = dna_truncation(cfg.max_length_dna, cfg.truncate_dna_per_side)
+    truncation["protein"] = Truncation(0, 0)
+    monitor_splits = ("id_val", "ood_val") if cfg.eval_every > 0 else ()
+    rows, reports = load_task_data(task, cfg.data_path, ("train",) + monitor_splits, truncation=truncation,
+                                   skip_invalid=cfg.skip_invalid, log=log)
+    train_rows = fraction_subset(rows["train"], cfg.train_data_fraction, cfg.data_seed)
+    log(f"[sft] training on {len(train_rows)} of {len(rows['train'])} rows "
+        f"(train_data_fraction={cfg.train_data_fraction})")
+
+    # ---------------------------------------------------------------- model
+    resume_from = ckpt_lib.resolve_resume(cfg.resume, out)
+    dtype = base_dtype(device, cfg.bf16 and cfg.lora_rank > 0)  # full FT keeps fp32 master weights
+    if resume_from is not None:
+        log(f"[sft] resuming from {resume_from}")
+        model = BioReasoningModel.load(resume_from, device=device, dtype=dtype, is_trainable=True)
+    else:
+        model = BioReasoningModel.build(model_spec_from_config(cfg, task.modality), device=device, dtype=dtype)
+    if cfg.gradient_checkpointing:
+        model.base_llm().gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.train()
+
+    examples, n_truncated = [], 0
+    for i, row in enumerate(train_rows):
+        ex = encode_training_example(model, task, row, cfg.max_length_text, cfg.system_prompt or None, f"train[{i}]")
+        n_truncated += ex.truncated
+        examples.append(ex)
+    sup_tokens = [sum(1 for t in ex.labels[1:] if t != -100) for ex in examples]
+    if n_truncated:
+        log(f"[sft] {n_truncated} examples had their text truncated to --max_length_text {cfg.max_length_text}")
+    if not any(sup_tokens):
+        raise ValueError("no supervised tokens: every assistant turn was truncated away (raise --max_length_text)")
+    write_json(out / "data_report.json", {"splits": {s: r.to_dict() for s, r in reports.items()},
+                                          "train_rows_used": len(train_rows), "text_truncated": n_truncated})
+
+    # ---------------------------------------------------------------- embeddings (frozen encoders)
+    caches = {m: EmbeddingCache(enc, cfg.cache_dir) for m, enc in model.encoders.items()}
+    for modality, cache in caches.items():
+        seqs = sorted({s for ex in examples for m, s in ex.bio if m == modality})
+        n_new = cache.ensure(seqs, batch_size=cfg.encoder_batch_size, progress=True)
+        log(f"[sft] {modality}: {len(seqs)} unique sequences, {n_new} newly encoded ({cache.dir})")
+
+    def embeddings(modality, seq):
+        return caches[modality].get(seq)
+
+    # ---------------------------------------------------------------- optimizer and schedule
+    n = len(examples)
+    bs, accum = cfg.per_device_train_batch_size, cfg.gradient_accumulation_steps
+    per_epoch = steps_per_epoch(n, bs, accum)
+    total_steps = cfg.max_steps if cfg.max_steps > 0 else per_epoch * cfg.num_train_epochs
+    warmup = int(round(cfg.warmup_ratio * total_steps))
+    params = model.trainable_parameters()
+    optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_multiplier(
+        s, kind=cfg.lr_scheduler_type, warmup_steps=warmup, total_steps=total_steps, min_lr_ratio=cfg.min_lr_ratio))
+    log(f"[sft] {n} examples, {per_epoch} optimizer steps per epoch, {total_steps} in total; "
+        f"{sum(p.numel() for p in params):,} trainable parameters; device {device}")
+
+    step, epoch, micro = 0, 0, 0
+    monitor_state: dict = {}
+    if resume_from is not None:
+        state = ckpt_lib.load_optimizer_state(resume_from, optimizer, scheduler)
+        step, epoch, micro = state["step"], state["epoch"], state["micro"]
+        monitor_state = state.get("monitor", {})
+    train_log = JsonlLog(out / "train_log.jsonl", resume_step=step if resume_from is not None else None)
+
+    monitor = None
+    if cfg.eval_every > 0:
+        from biopost.train.monitor import ProbeMonitor
+        monitor = ProbeMonitor.create(cfg, model, task, rows, caches, out, monitor_state, log)
+
+    def save(step_now: int, labels=("last",)):
+        state = {"step": step_now, "epoch": epoch, "micro": micro, "total_steps": total_steps,
+                 "stage": "sft", "monitor": monitor.state() if monitor else {}}
+        return ckpt_lib.save_checkpoint(out, step_now, model.save, optimizer, scheduler, state,
+                                        keep_last=cfg.save_total_limit, labels=labels)
+
+    # ---------------------------------------------------------------- the loop
+    bar = tqdm(total=total_steps, initial=step, desc="sft", unit="step", dynamic_ncols=True,
+               mininterval=1.0 if sys.stderr.isatty() else 30.0)
+    batches = micro_batches(n, bs, cfg.seed, epoch)
+    exit_code = 0
+    last_saved = step if resume_from is not None else -1
+    while step < total_steps:
+        t0 = time.perf_counter()
+        group = batches[micro:micro + accum]
+        n_tokens = sum(sup_tokens[i] for mb in group for i in mb)
+        loss_total = 0.0
+        for mb in group:
+            batch = collate_batch([examples[i] for i in mb], model, embeddings, device)
+            with autocast(device, cfg.bf16):
+                loss_sum, _ = model.token_loss_sum(batch["input_ids"], batch["attention_mask"], batch["labels"],
+                                                   batch["bio_features"])
+            (loss_sum / max(n_tokens, 1)).backward()
+            loss_total += float(loss_sum.detach())
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm if cfg.max_grad_norm > 0 else float("inf"))
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+        micro += len(group)
+        epoch_done = micro >= len(batches)
+        if epoch_done:
+            epoch, micro = epoch + 1, 0
+            batches = micro_batches(n, bs, cfg.seed, epoch)
+        dt = time.perf_counter() - t0
+        loss = loss_total / max(n_tokens, 1)
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss:.4f}", epoch=epoch, refresh=False)
+        if step % cfg.logging_steps == 0 or step == total_steps:
+            entry = dict(step=step, epoch=round(epoch + micro / max(len(batches), 1), 4), loss=loss,
+                         lr=scheduler.get_last_lr()[0], grad_norm=float(grad_norm), n_tokens=n_tokens,
+                         step_time_s=dt, tokens_per_s=n_tokens / dt if dt > 0 else None)
+            if device.type == "cuda":
+                entry["peak_memory_gb"] = torch.cuda.max_memory_allocated(device) / 2**30
+            train_log.write(**entry)
+        should_stop_early = False
+        if monitor is not None and (step % cfg.eval_every == 0 or step == total_steps):
+            should_stop_early = monitor.evaluate(step, train_log, save)
+            model.train()
+        if step % cfg.save_steps == 0 or epoch_done or step == total_steps or should_stop_early:
+            save(step)
+            last_saved = step
+        if should_stop_early:
+            log(f"[sft] OOD-val has not improved for {cfg.stop_on_ood_peak} evaluations: stopping at step {step}")
+            break
+        if stop and step < total_steps:
+            if last_saved != step:
+                save(step)
+            log(f"[sft] received signal {stop.requested}: checkpointed step {step}/{total_steps}, "
+                f"exiting with {REQUEUE_EXIT_CODE} (requeue)")
+            exit_code = REQUEUE_EXIT_CODE
+            break
+    bar.close()
+    train_log.close()
+    stop.restore()
+    if exit_code == 0:
+        write_json(out / "train_done.json", {"step": step, "total_steps": total_steps,
+                                             "checkpoint": str(ckpt_lib.latest_checkpoint(out))})
+        log(f"[sft] done: {step} steps; checkpoint {ckpt_lib.latest_checkpoint(out)}")
+    return exit_code
+
+
+def collate_batch(examples, model, embeddings, device):
+    from biopost.data.examples import collate
+    return collate(examples, model.tokenizer.pad_token_id, embeddings, device=device)
+
+
+def run_stage(fn, cfg) -> int:
+    """Run a stage; bad input ends with one clear line instead of a traceback (BIOPOST_DEBUG=1 shows it)."""
+    from biopost.config import ConfigError
+    from biopost.data.io import DataError
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        return fn(cfg)
+    except (DataError, ConfigError, FileNotFoundError, KeyError, ValueError, OSError) as e:
+        if os.environ.get("BIOPOST_DEBUG"):
+            raise
+        message = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+        print(f"error: {message}", file=sys.stderr)
+        return 1
+
+
+def main(argv=None, prog: str | None = None) -> int:
+    from biopost.config import parse_config
+    cfg = parse_config(SFTConfig, argv, prog=prog, description=__doc__.split("\n\n")[0])
+    return run_stage(train_sft, cfg)

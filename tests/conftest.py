@@ -1,0 +1,60 @@
+"""Shared fixtures. Tiny models and the embedding cache live in one session-wide temp dir;
+the tiny SFT run that several tests inspect is trained once per session."""
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def biopost_cache(tmp_path_factory):
+    """One cache for the session (tiny models are built once); never the user's real cache."""
+    if "BIOPOST_TEST_CACHE" in os.environ:
+        path = Path(os.environ["BIOPOST_TEST_CACHE"])
+    else:
+        path = tmp_path_factory.mktemp("biopost_cache")
+    os.environ["BIOPOST_CACHE_DIR"] = str(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def repo_root():
+    return ROOT
+
+
+@pytest.fixture(scope="session")
+def synth_data(tmp_path_factory):
+    """The default synthetic KEGG splits, as `biopost data synth-kegg --seed 0` writes them."""
+    from biopost.data.synth_kegg import SynthConfig, generate, write
+    out = tmp_path_factory.mktemp("kegg_synth")
+    cfg = SynthConfig(seed=0)
+    write(out, generate(cfg), cfg)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_sft_run(tmp_path_factory, synth_data, biopost_cache):
+    """The tiny SFT of BioReason/configs/sft_tiny.yaml, trained once (about a minute)."""
+    import bioreason  # noqa: F401
+    from biopost.config import from_dict, load_yaml
+    from biopost.train.sft import SFTConfig, train_sft
+    out = tmp_path_factory.mktemp("sft_tiny")
+    data = load_yaml(ROOT / "BioReason/configs/sft_tiny.yaml")
+    data.update(output_dir=str(out), data_path=str(synth_data), resume="never")
+    cfg = from_dict(SFTConfig, data)
+    assert train_sft(cfg) == 0
+    return out
+
+
+def run_script(args, cwd=ROOT, env=None, **kw):
+    import subprocess
+    full_env = dict(os.environ, **(env or {}))
+    return subprocess.run([sys.executable, *map(str, args)], cwd=cwd, env=full_env, capture_output=True,
+                          text=True, **kw)
