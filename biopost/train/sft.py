@@ -289,12 +289,12 @@ def train_sft(cfg: SFTConfig) -> int:
             if device.type == "cuda":
                 entry["peak_memory_gb"] = torch.cuda.max_memory_allocated(device) / 2**30
             train_log.write(**entry)
-        should_stop_early = False
+        should_stop_early, improved = False, False
         if monitor is not None and (step % cfg.eval_every == 0 or step == total_steps):
-            should_stop_early = monitor.evaluate(step, train_log, save)
+            improved, should_stop_early = monitor.evaluate(step, train_log)
             model.train()
-        if step % cfg.save_steps == 0 or epoch_done or step == total_steps or should_stop_early:
-            save(step)
+        if improved or step % cfg.save_steps == 0 or epoch_done or step == total_steps or should_stop_early:
+            save(step, ("last", "best_ood_val") if improved else ("last",))
             last_saved = step
         if should_stop_early:
             log(f"[sft] OOD-val has not improved for {cfg.stop_on_ood_peak} evaluations: stopping at step {step}")
