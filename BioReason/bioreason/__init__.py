@@ -1,5 +1,6 @@
 """bio-post DNA modality: KEGG and variant-effect reasoning tasks, DNA rewards.
 
-Importing the package registers its tasks with the core (`biopost.tasks`).
+Importing the package registers its tasks (`biopost.tasks`) and its GRPO reward functions
+(`biopost.train.rewards`) with the core.
 """
-from bioreason import tasks  # noqa: F401  (registers kegg and vep)
+from bioreason import rewards, tasks  # noqa: F401  (registers kegg, vep and the DNA rewards)
