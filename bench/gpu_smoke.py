@@ -3,6 +3,8 @@ and (when present) GRPO, in bf16 on CUDA, with a Qwen3-1.7B-shaped random model 
 Nucleotide-Transformer-v2-500M-shaped random DNA encoder. Runs through the real entry scripts.
 
 Usage (on the GPU machine, from the repo root):  python bench/gpu_smoke.py --out DIR [--steps 20]
+Also: decoding speed (bench/bench_decode.py) and CPT of the backbone, with and without gradient
+checkpointing.
 Writes DIR/gpu_smoke.json and prints a table. Random weights: the figures are about speed and
 memory, not quality.
 """
@@ -70,12 +72,30 @@ def train_figures(run_dir: Path) -> dict:
             "final_loss": steps[-1]["loss"], "first_loss": entries[0]["loss"], "n_steps": entries[-1]["step"]}
 
 
+def cpt_figures(run_dir: Path) -> dict:
+    entries = [json.loads(line) for line in (run_dir / "train_log.jsonl").read_text().splitlines() if line.strip()]
+    steps = [e for e in entries if "elapsed_s" in e]
+    times = [b["elapsed_s"] - a["elapsed_s"] for a, b in zip(steps, steps[1:])][1:]  # skip the warm-up step
+    if not times:
+        return {}
+    tokens = steps[1]["tokens"] - steps[0]["tokens"]
+    return {"median_step_s": statistics.median(times), "tokens_per_step": tokens,
+            "tokens_per_s": tokens / statistics.median(times), "peak_memory_gb": max(e.get("max_mem_gb", 0) for e in steps),
+            "first_loss": steps[0]["loss"], "final_loss": steps[-1]["loss"], "n_steps": steps[-1]["step"]}
+
+
+def save(out: Path, result: dict) -> None:
+    (out / "gpu_smoke.json").write_text(json.dumps(result, indent=1, default=str))
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--out", required=True)
     p.add_argument("--work", default="/tmp/biopost-gpu")
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--grpo_steps", type=int, default=3)
+    p.add_argument("--cpt_steps", type=int, default=6)
     args = p.parse_args()
     import torch
     import transformers
@@ -118,7 +138,7 @@ def main():
         grpo_dir = work / "grpo"
         rc, wall = run([grpo, "--data_path", data, "--init", "sft", "--sft_checkpoint", run_dir / "checkpoints/last",
                         "--text_model_name", text_dir, "--dna_model_name", dna_dir, "--num_generations", "8",
-                        "--per_device_train_batch_size", "8", "--max_completion_length", "128", "--max_steps", "4",
+                        "--per_device_train_batch_size", "8", "--max_completion_length", "128", "--max_steps", args.grpo_steps,
                         "--beta", "0.001", "--save_steps", "1000", "--logging_steps", "1", "--resume", "never",
                         "--output_dir", grpo_dir], out / "grpo.log")
         entry = {"rc": rc, "wall_s": wall}
@@ -127,7 +147,28 @@ def main():
             rows = [json.loads(x) for x in log.read_text().splitlines() if x.strip()]
             entry["steps"] = rows
         result["grpo"] = entry
-    (out / "gpu_smoke.json").write_text(json.dumps(result, indent=1, default=str))
+    save(out, result)
+    # decoding: the shared generation loop against transformers' generate, same model and prompts
+    if result["sft_gc_false"]["rc"] == 0:
+        rc, wall = run([ROOT / "bench/bench_decode.py", "--checkpoint", run_dir / "checkpoints/last", "--data", data,
+                        "--batch_sizes", "16,64", "--new_tokens", "128", "--out", out / "decode.json"],
+                       out / "decode.log")
+        result["decode"] = {"rc": rc, "wall_s": wall}
+        if (out / "decode.json").exists():
+            result["decode"]["results"] = json.loads((out / "decode.json").read_text())["results"]
+        save(out, result)
+    # CPT: full fine-tuning of the 1.7B-shaped backbone on packed 4,096-token blocks, 65k tokens per step
+    for gc in ("false", "true"):
+        cpt_dir = work / f"cpt_gc_{gc}"
+        rc, wall = run([ROOT / "BioReason/train_finefineweb_midtrain.py", "--text_model_name", text_dir,
+                        "--data_path", "biopost:bio_text/train", "--eval_data_path", "biopost:bio_text/heldout.jsonl.gz",
+                        "--eval_docs", "40", "--max_length", "4096", "--per_device_train_batch_size", "2",
+                        "--gradient_accumulation_steps", "8", "--max_steps", str(args.cpt_steps), "--save_steps", "1000",
+                        "--logging_steps", "1", "--eval_steps", "0", "--learning_rate", "1e-5", "--lora_rank", "0",
+                        "--gradient_checkpointing", gc, "--resume", "never", "--output_dir", cpt_dir],
+                       out / f"cpt_gc_{gc}.log")
+        result[f"cpt_gc_{gc}"] = {"rc": rc, "wall_s": wall, **(cpt_figures(cpt_dir) if rc == 0 else {})}
+        save(out, result)
     print(json.dumps({k: v for k, v in result.items() if k != "grpo"}, indent=1, default=str))
     if "grpo" in result:
         print("grpo rc", result["grpo"]["rc"], "wall", round(result["grpo"]["wall_s"], 1))

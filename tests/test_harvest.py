@@ -14,6 +14,7 @@ import statistics
 import sys
 
 import pytest
+import yaml
 
 from biopost.harvest import collect, write
 from biopost.harvest.cli import main
@@ -491,3 +492,33 @@ def test_sweep_runner_status_conventions(tmp_path):
         ("failed", "g8", "last")]
     assert h.problems[1].path == eval_status
     assert "headline differs" in h.problems[0].detail
+
+
+def test_stages_without_id_ood_evaluation_are_not_missing(tmp_path):
+    """A CPT stage is judged by its held-out loss (final_eval_metrics.json), not by ID/OOD
+    metrics: done, it is neither a row nor a problem; failed, it is listed. With a spec, only
+    the stages its `eval.stages` names are expected to have metrics."""
+    root = str(tmp_path / "runs")
+    done = put_status(root, "chain", "cpt", "lr1e-4", "done", cell={"cpt.learning_rate": 1e-4})
+    _write(os.path.join(os.path.dirname(done), "final_eval_metrics.json"), {"eval_loss": 2.0})
+    put_status(root, "chain", "cpt", "lr1e-3", "failed", cell={"cpt.learning_rate": 1e-3}, exit_code=1)
+    put_status(root, "chain", "sft", "e2", "done", cell={"sft.num_train_epochs": 2})  # not evaluated yet
+    h = collect(root)
+    assert [(r["stage"], r["run_id"], r["notes"]) for r in h.rows] == [
+        ("cpt", "lr1e-3", "train failed"), ("sft", "e2", "no id/ood")]
+    assert sorted((p.kind, p.run_id) for p in h.problems) == [("failed", "lr1e-3"), ("missing_split", "e2")]
+
+    # with a spec: stages outside eval.stages are not expected, whatever files they wrote
+    spec = _write(str(tmp_path / "demo.yaml"), yaml.safe_dump({
+        "name": "demo2", "modality": "dna", "task": "kegg",
+        "stages": {"warm": {"script": "BioReason/train_finefineweb_midtrain.py", "kind": "cpt"},
+                   "sft": {"script": "BioReason/train_dna_qwen.py", "after": "warm"}},
+        "eval": {"splits": ["id", "ood"], "stages": ["sft"]}}))
+    from biopost.sweeps.spec import expected_evaluations
+    (sft,) = expected_evaluations(spec, root)
+    put_status(root, "demo2", "warm", "warm-0", "done")
+    for split in ("id", "ood"):
+        put_metrics(root, metrics_doc(sft["run_id"], split, 0.5, sweep="demo2", cell=sft["cell"]))
+    h = collect(root, [spec])
+    assert [(r["sweep"], r["stage"]) for r in h.rows if r["sweep"] == "demo2"] == [("demo2", "sft")]
+    assert not [p for p in h.problems if p.sweep == "demo2"]

@@ -1,7 +1,6 @@
 """Sweep specs: validation errors that name the key, expansion (grid, zip, cells, seeds, fan-out),
 run ids, skipped 0-epoch cells, upstream binding, expected_evaluations, and every spec in sweeps/."""
 import re
-import shutil
 import sys
 from pathlib import Path
 
@@ -323,23 +322,33 @@ def test_the_study_specs_are_there():
         assert axis in names
 
 
+def _config_class(kind: str):
+    from biopost.eval.run import EvalConfig
+    from biopost.train.cpt import CPTConfig
+    from biopost.train.grpo import GRPOConfig
+    from biopost.train.sft import SFTConfig
+    return {"cpt": CPTConfig, "sft": SFTConfig, "grpo": GRPOConfig, "eval": EvalConfig}[kind]
+
+
 @pytest.mark.parametrize("path", SPECS, ids=[p.name for p in SPECS])
 def test_every_spec_in_sweeps_loads_and_expands(path, tmp_path):
-    """Only the spec is under test: the stage config files it names are the real ones when they
-    exist, else empty placeholders in a temp copy of the tree (the run ids then differ, the
-    structure does not)."""
+    """Every config file a spec names exists and parses into its stage's config class, and every
+    key the spec sets (grid, zip, cells, overrides) is a flag of that stage."""
+    from biopost.config import from_dict, load_yaml
     spec = load_spec(path)
-    configs = [s.config for s in spec.stages.values() if s.config]
-    if spec.eval and spec.eval.config:
-        configs.append(spec.eval.config)
-    for rel in configs:
-        target = tmp_path / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if (REPO / rel).is_file():
-            shutil.copy(REPO / rel, target)
-        else:
-            target.write_text("{}\n")
-    exp = expand(spec, tmp_path / "runs", root=tmp_path)
+    raw = yaml.safe_load(path.read_text())
+    for name, s in spec.stages.items():
+        cls = _config_class(s.kind)
+        if s.config:
+            from_dict(cls, load_yaml(REPO / s.config), where=s.config)
+        keys = set(raw["stages"][name].get("grid", {})) | set(raw["stages"][name].get("overrides", {}))
+        keys |= {k.split(".", 1)[1] for cell in raw.get("cells", []) for k in cell if k.startswith(f"{name}.")}
+        keys |= {k.split(".", 1)[1] for k in raw.get("zip", {}) if k.startswith(f"{name}.")}
+        assert keys <= set(cls.__dataclass_fields__), (name, keys - set(cls.__dataclass_fields__))
+    if spec.eval.config:
+        from_dict(_config_class("eval"), load_yaml(REPO / spec.eval.config), where=spec.eval.config)
+    assert set(spec.eval.overrides) <= set(_config_class("eval").__dataclass_fields__)
+    exp = expand(spec, tmp_path / "runs", root=REPO)
     assert spec.name == path.stem
     assert spec.eval is not None and spec.modality == "dna"
     assert all(exp.stages[s] for s in spec.stages)

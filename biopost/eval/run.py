@@ -77,8 +77,12 @@ def prompt_hash(ids: list[int]) -> str:
     return hashlib.sha256(",".join(map(str, ids)).encode()).hexdigest()[:16]
 
 
-def evaluate_rows(model, task, rows, caches, cfg, device, autocast_ctx=None, desc="eval", system_prompt=None):
-    """Generate for `rows`; returns (predictions, golds, parsed)."""
+def evaluate_rows(model, task, rows, caches, cfg, device, autocast_ctx=None, desc="eval", system_prompt=None,
+                  timing: dict | None = None):
+    """Generate for `rows`; returns (predictions, golds, parsed). `timing`, when given, receives
+    the seconds spent generating and the number of tokens generated (what an evaluation costs)."""
+    import time
+
     from tqdm import tqdm
 
     from biopost.data.examples import encode_prompt
@@ -93,10 +97,14 @@ def evaluate_rows(model, task, rows, caches, cfg, device, autocast_ctx=None, des
                               temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k, seed=cfg.seed)
     predictions, golds, parsed = [], [], []
     bar = tqdm(total=len(examples), desc=desc, unit="ex", mininterval=1.0 if sys.stderr.isatty() else 30.0)
+    seconds, n_tokens = 0.0, 0
     for start in range(0, len(examples), cfg.batch_size):
         chunk = examples[start:start + cfg.batch_size]
+        t0 = time.perf_counter()
         outs = generate(model, chunk, lambda m, s: caches[m].get(s), sampling, device=device,
                         autocast_ctx=autocast_ctx)
+        seconds += time.perf_counter() - t0
+        n_tokens += sum(len(o.tokens) for o in outs)
         for ex, out in zip(chunk, outs):
             answer = extract_answer(out.text)
             predictions.append({"id": ex.id, "prompt_hash": prompt_hash(ex.input_ids), "generation": out.text,
@@ -105,6 +113,9 @@ def evaluate_rows(model, task, rows, caches, cfg, device, autocast_ctx=None, des
             parsed.append(answer)
         bar.update(len(chunk))
     bar.close()
+    if timing is not None:
+        timing.update(generate_s=round(seconds, 3), generated_tokens=n_tokens,
+                      tokens_per_s=round(n_tokens / seconds, 1) if seconds > 0 else None)
     return predictions, golds, parsed
 
 
@@ -161,9 +172,10 @@ def run_eval(cfg: EvalConfig) -> int:
         split_rows = rows[SPLIT_TO_DATA[split]]
         if cfg.max_examples > 0:
             split_rows = split_rows[:cfg.max_examples]
+        timing: dict = {}
         preds, golds, parsed = evaluate_rows(model, task, split_rows, caches, cfg, device,
                                              autocast_ctx=autocast(device, cfg.bf16), desc=f"eval {split}",
-                                             system_prompt=system_prompt)
+                                             system_prompt=system_prompt, timing=timing)
         metrics, ci95, per_class, correct = score(golds, parsed, cfg.bootstrap_resamples, cfg.seed)
         for p, c in zip(preds, correct):
             p["correct"] = c
@@ -179,13 +191,15 @@ def run_eval(cfg: EvalConfig) -> int:
             "decoding": {"engine": cfg.engine, "do_sample": cfg.do_sample, "temperature": cfg.temperature,
                          "top_p": cfg.top_p, "top_k": cfg.top_k, "max_new_tokens": cfg.max_new_tokens},
             "n_truncated": sum(p["truncated"] for p in preds),
+            "timing": {**timing, "batch_size": cfg.batch_size},
             "checkpoint_path": str(ckpt.resolve()),
             "provenance": prov,
         }
         out = write_eval_outputs(eval_dir(out_root, split, label), record, preds)
         interval = "-".join(f"{v:.3f}" for v in ci95.get("accuracy", []))
         log(f"[eval] {split}: accuracy {metrics['accuracy']:.3f} (95% CI {interval or 'off'}), "
-            f"macro-F1 {metrics['macro_f1']:.3f}, n={len(golds)}, unparsed {record['n_unparsed']} -> {out}")
+            f"macro-F1 {metrics['macro_f1']:.3f}, n={len(golds)}, unparsed {record['n_unparsed']}, "
+            f"{timing['generated_tokens']} tokens generated in {timing['generate_s']:.1f} s -> {out}")
     return 0
 
 

@@ -67,6 +67,9 @@ def filter_logits(logits: torch.Tensor, temperature: float, top_k: int, top_p: f
     return logits
 
 
+CHECK_EVERY = 8  # decode steps between checks for "every row has stopped"
+
+
 @torch.no_grad()
 def generate(model, examples, embeddings, cfg: SamplingConfig, device=None, autocast_ctx=None) -> list[Generation]:
     """Complete a batch of prompt `Example`s (from data.examples.encode_prompt)."""
@@ -104,11 +107,13 @@ def generate(model, examples, embeddings, cfg: SamplingConfig, device=None, auto
         nxt = torch.where(finished, torch.full_like(nxt, pad_id), nxt)
         produced.append(nxt)
         finished = finished | torch.isin(nxt, stops)
-        if bool(finished.all()):
+        # Asking the GPU whether all rows finished stalls the pipeline of queued kernels: ask
+        # every CHECK_EVERY tokens only (rows that finished just emit padding meanwhile).
+        if len(produced) % CHECK_EVERY == 0 and bool(finished.all()):
             break
         mask = torch.cat([mask, torch.ones((B, 1), dtype=mask.dtype, device=device)], dim=1)
         with ctx:
-            step_embeds = model.embed(nxt[:, None])
+            step_embeds = model.embed_tokens(nxt[:, None])
             out = backbone(inputs_embeds=step_embeds, attention_mask=mask, position_ids=next_pos[:, None],
                            past_key_values=cache, use_cache=True)
             cache = out.past_key_values

@@ -5,6 +5,7 @@ json and csv outputs carry them unchanged; pandas only computes the seed means a
 """
 import json
 import math
+import os
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -135,6 +136,8 @@ def build_rows(scan: Scan, expected: list[dict] = ()) -> tuple[list[dict], list[
         run = (s.sweep, s.stage, s.run_id)
         if run not in by_run and s.skipped:
             continue  # a skipped 0-epoch stage is never evaluated
+        if run not in by_run and s.state not in BAD_STATES and not _evaluated(s, expected):
+            continue  # e.g. a CPT stage: judged by its held-out loss, not by ID/OOD metrics
         if run not in by_run:  # trained (or tried to) but nothing evaluated: checkpoint unknown
             c = _Cell(*run, checkpoint=None)
             cells[(*run, None)] = c
@@ -150,6 +153,15 @@ def build_rows(scan: Scan, expected: list[dict] = ()) -> tuple[list[dict], list[
 
     rows = [_row(c, problems) for c in cells.values()]
     return rows, problems
+
+
+def _evaluated(s: Status, expected) -> bool:
+    """Whether ID/OOD metrics are due for this training cell: a spec covering its sweep says so;
+    without one, every stage except a CPT run (the one that writes final_eval_metrics.json) is."""
+    spec_sweeps = {e["sweep"] for e in expected}
+    if s.sweep in spec_sweeps:
+        return any(e["sweep"] == s.sweep and e["stage"] == s.stage for e in expected)
+    return not os.path.exists(os.path.join(os.path.dirname(s.path), "final_eval_metrics.json"))
 
 
 def _first(values):

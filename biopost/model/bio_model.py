@@ -267,14 +267,18 @@ class BioReasoningModel(nn.Module):
         """The transformers model underneath peft (LoRA layers are injected in place)."""
         return self.llm.get_base_model() if self.is_lora else self.llm
 
-    def embed(self, input_ids: torch.Tensor, bio_features: dict | None = None) -> torch.Tensor:
-        emb = self.input_embeddings()
-        embeds = emb(input_ids)
+    def embed_tokens(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Token embeddings with the added special tokens' trainable rows, no bio features. No
+        host-device synchronization: the decode loop calls this once per generated token."""
+        embeds = self.input_embeddings()(input_ids)
+        if self.new_token_embeddings.shape[0] == 0:
+            return embeds
         idx = self.new_token_lookup[input_ids]
-        is_new = idx >= 0
-        if bool(is_new.any()):
-            rows = self.new_token_embeddings[idx.clamp(min=0)].to(embeds.dtype)
-            embeds = torch.where(is_new.unsqueeze(-1), rows, embeds)
+        rows = self.new_token_embeddings[idx.clamp(min=0)].to(embeds.dtype)
+        return torch.where((idx >= 0).unsqueeze(-1), rows, embeds)
+
+    def embed(self, input_ids: torch.Tensor, bio_features: dict | None = None) -> torch.Tensor:
+        embeds = self.embed_tokens(input_ids)
         for modality, feats in (bio_features or {}).items():
             mask = input_ids == self.pad_token_ids[modality]
             n_slots = int(mask.sum())

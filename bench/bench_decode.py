@@ -1,0 +1,98 @@
+"""Decoding speed of the shared generation path (biopost.generate: the loop behind evaluation,
+inference and GRPO rollouts) against transformers' own `generate` on the same model and the same
+prompts (DNA embeddings spliced in, passed as inputs_embeds), greedy, a fixed number of new tokens.
+
+Usage (GPU machine, repo root):
+    python bench/bench_decode.py --checkpoint RUN/checkpoints/last --data DIR [--new_tokens 128]
+Writes one JSON object per (engine, batch size) to stdout and, with --out, to a file.
+With random weights nothing stops early; `new_tokens` counts what was actually produced.
+"""
+import argparse
+import json
+import time
+
+import torch
+
+
+def sync():
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--data", required=True, help="directory with an id_test split")
+    p.add_argument("--batch_sizes", default="16,64")
+    p.add_argument("--new_tokens", type=int, default=128)
+    p.add_argument("--out")
+    args = p.parse_args()
+
+    import bioreason  # noqa: F401  (registers the kegg task)
+    from biopost.data.examples import collate, encode_prompt
+    from biopost.data.io import load_split_rows
+    from biopost.encoders.cache import EmbeddingCache
+    from biopost.generate import SamplingConfig, generate
+    from biopost.model.bio_model import BioReasoningModel
+    from biopost.tasks import get_task
+    from biopost.train.device import autocast, base_dtype, pick_device
+
+    device = pick_device("auto")
+    model = BioReasoningModel.load(args.checkpoint, device=device, dtype=base_dtype(device, True)).eval()
+    cache = EmbeddingCache(model.encoders["dna"])
+    task = get_task("kegg")
+    rows = [r for r, _ in load_split_rows(args.data, ("id_test",))["id_test"]]
+    sizes = [int(b) for b in args.batch_sizes.split(",")]
+    examples = [encode_prompt(model, task, rows[i % len(rows)]) for i in range(max(sizes))]
+    cache.ensure(sorted({s for ex in examples for _, s in ex.bio}))
+    emb = lambda m, s: cache.get(s)  # noqa: E731
+    ctx = autocast(device, True)
+    llm = model.base_llm()
+    results = []
+    for B in sizes:
+        batch_examples = examples[:B]
+        # ours
+        cfg = SamplingConfig(max_new_tokens=args.new_tokens)
+        generate(model, batch_examples[:2], emb, SamplingConfig(max_new_tokens=4), device=device, autocast_ctx=ctx)
+        sync()
+        t0 = time.perf_counter()
+        outs = generate(model, batch_examples, emb, cfg, device=device, autocast_ctx=ctx)
+        sync()
+        dt = time.perf_counter() - t0
+        n = sum(len(o.tokens) for o in outs)
+        results.append({"engine": "biopost.generate (DynamicCache loop)", "batch": B, "seconds": dt,
+                        "new_tokens": n, "tokens_per_s": n / dt, "steps_per_s": max(len(o.tokens) for o in outs) / dt})
+        # transformers generate on the same embedded prompts
+        batch = collate(batch_examples, model.tokenizer.pad_token_id, emb, left_pad=True, device=device)
+        with torch.no_grad(), ctx:
+            embeds = model.embed(batch["input_ids"], batch["bio_features"])
+        for impl in ("dynamic", "static"):
+            kw = dict(inputs_embeds=embeds, attention_mask=batch["attention_mask"], do_sample=False,
+                      max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens,
+                      pad_token_id=model.tokenizer.pad_token_id)
+            if impl == "static":
+                kw["cache_implementation"] = "static"
+            try:
+                with torch.no_grad(), ctx:
+                    llm.generate(**{**kw, "max_new_tokens": 4, "min_new_tokens": 4})
+                    sync()
+                    t0 = time.perf_counter()
+                    out = llm.generate(**kw)
+                    sync()
+                dt = time.perf_counter() - t0
+                n = int(out.shape[0] * out.shape[1])
+                results.append({"engine": f"transformers generate ({impl} cache)", "batch": B, "seconds": dt,
+                                "new_tokens": n, "tokens_per_s": n / dt, "steps_per_s": out.shape[1] / dt})
+            except Exception as e:  # an engine that fails is a result too
+                results.append({"engine": f"transformers generate ({impl} cache)", "batch": B,
+                                "error": f"{type(e).__name__}: {e}"[:300]})
+        for r in results[-3:]:
+            print(json.dumps(r), flush=True)
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump({"device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
+                       "torch": torch.__version__, "results": results}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
