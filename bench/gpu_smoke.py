@@ -96,6 +96,8 @@ def main():
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--grpo_steps", type=int, default=3)
     p.add_argument("--cpt_steps", type=int, default=6)
+    p.add_argument("--only", default="sft,eval,grpo,decode,cpt", help="parts to run (sft: with and without "
+                   "gradient checkpointing; the others need the SFT run without it)")
     args = p.parse_args()
     import torch
     import transformers
@@ -118,14 +120,15 @@ def main():
               "--per_device_train_batch_size", args.batch, "--gradient_accumulation_steps", "1",
               "--max_steps", args.steps, "--save_steps", "1000", "--learning_rate", "1e-4", "--logging_steps", "1",
               "--resume", "never", "--bf16", "true"]
-    for gc in ("false", "true"):
+    parts = set(args.only.split(","))
+    for gc in ("false", "true") if "sft" in parts else ("false",):
         run_dir = work / f"sft_gc_{gc}"
         rc, wall = run([ROOT / "BioReason/train_dna_qwen.py", *common, "--gradient_checkpointing", gc,
                         "--output_dir", run_dir], out / f"sft_gc_{gc}.log")
         result[f"sft_gc_{gc}"] = {"rc": rc, "wall_s": wall, **(train_figures(run_dir) if rc == 0 else {})}
     # evaluation decoding throughput on the SFT checkpoint (random weights: runs to max_new_tokens)
     run_dir = work / "sft_gc_false"
-    if result["sft_gc_false"]["rc"] == 0:
+    if result["sft_gc_false"]["rc"] == 0 and "eval" in parts:
         t0 = time.time()
         rc, wall = run([ROOT / "BioReason/eval_kegg_dna_vllm.py", "--run_dir", run_dir, "--eval_split", "id",
                         "--max_examples", "32", "--batch_size", "16", "--max_new_tokens", "128"], out / "eval.log")
@@ -134,7 +137,7 @@ def main():
                           "new_tokens_per_s_upper_bound": 32 * 128 / wall if rc == 0 else None,
                           "metrics_written": metrics.exists()}
     grpo = ROOT / "BioReason/train_grpo.py"
-    if grpo.exists() and result["sft_gc_false"]["rc"] == 0:
+    if grpo.exists() and result["sft_gc_false"]["rc"] == 0 and "grpo" in parts:
         grpo_dir = work / "grpo"
         rc, wall = run([grpo, "--data_path", data, "--init", "sft", "--sft_checkpoint", run_dir / "checkpoints/last",
                         "--text_model_name", text_dir, "--dna_model_name", dna_dir, "--num_generations", "8",
@@ -149,7 +152,7 @@ def main():
         result["grpo"] = entry
     save(out, result)
     # decoding: the shared generation loop against transformers' generate, same model and prompts
-    if result["sft_gc_false"]["rc"] == 0:
+    if result["sft_gc_false"]["rc"] == 0 and "decode" in parts:
         rc, wall = run([ROOT / "bench/bench_decode.py", "--checkpoint", run_dir / "checkpoints/last", "--data", data,
                         "--batch_sizes", "16,64", "--new_tokens", "128", "--out", out / "decode.json"],
                        out / "decode.log")
@@ -158,7 +161,7 @@ def main():
             result["decode"]["results"] = json.loads((out / "decode.json").read_text())["results"]
         save(out, result)
     # CPT: full fine-tuning of the 1.7B-shaped backbone on packed 4,096-token blocks, 65k tokens per step
-    for gc in ("false", "true"):
+    for gc in ("false", "true") if "cpt" in parts else ():
         cpt_dir = work / f"cpt_gc_{gc}"
         rc, wall = run([ROOT / "BioReason/train_finefineweb_midtrain.py", "--text_model_name", text_dir,
                         "--data_path", "biopost:bio_text/train", "--eval_data_path", "biopost:bio_text/heldout.jsonl.gz",
