@@ -1,9 +1,8 @@
 """`biopost sweep` against a real one-node SLURM cluster (scripts/local_slurm.sh: Debian's munge,
 slurmctld, slurmd; no systemd).
 
-The stages are the stand-in tests/fixtures/sweep_stage.py until the real BioReason/train_dna_qwen.py
-and BioReason/eval_kegg_dna_vllm.py run a cell in seconds on CI: tests/fixtures/sweep_helpers.py
-names the scripts in one place.
+The stages are the real BioReason/train_dna_qwen.py (tiny models, a few optimizer steps) and
+BioReason/eval_kegg_dna_vllm.py (a few examples): tests/fixtures/sweep_helpers.py (REAL) names them.
 
 Needs root and apt (or the packages installed). Outside CI it skips, printing why, where it
 cannot have them; with CI=true it never skips. The cluster is stopped at the end unless it was
@@ -18,8 +17,12 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent / "fixtures"))
-from sweep_helpers import (REPO, STAGE, cli_env, read_json, status_rows, sweep, two_stage_spec, wait_for,  # noqa: E402
-                           write_spec)
+from sweep_helpers import (REAL, REPO, WEIRD, cli_env, read_json, status_rows, sweep, two_stage_spec,  # noqa: E402
+                           wait_for, write_spec)
+
+import yaml  # noqa: E402
+
+STAGE = REAL
 
 pytestmark = pytest.mark.slurm
 
@@ -70,8 +73,9 @@ def all_settled(spec, work, env, labels=None):
 def test_submit_resubmit_and_rerun_of_a_failed_cell(cluster, tmp_path):
     env = cli_env(tmp_path, SLURM_CONF=cluster["SLURM_CONF"])
     work = tmp_path / "work root"  # a space: the #SBATCH lines and the script quote it
+    # a value full of shell metacharacters travels to the stage through sbatch as a literal string
     spec = write_spec(tmp_path / "spec.yaml", two_stage_spec(
-        "it_basic", grid={"num_train_epochs": [1, 2]}, overrides=STAGE["slow"]))
+        "it_basic", grid={"num_train_epochs": [1, 2]}, overrides={"system_prompt": WEIRD}, stage=STAGE))
     out = sweep("submit", spec, "--work_root", work, env=env).stdout
     assert "2 array job(s), 4 cell(s) submitted" in out and "aftercorr:" in out
 
@@ -79,10 +83,13 @@ def test_submit_resubmit_and_rerun_of_a_failed_cell(cluster, tmp_path):
     assert {r["state"] for r in rows.values() if r["stage"] == "eval"} == {"pending"}
     assert {r["state"] for r in rows.values() if r["stage"] == "sft"} <= {"pending", "running"}
 
-    rows = wait_for(lambda: all_settled(spec, work, env), 120, "the sweep to finish")
+    rows = wait_for(lambda: all_settled(spec, work, env), 600, "the sweep to finish")
     assert {r["state"] for r in rows.values()} == {"done"}, rows
     sft = {r["run_id"]: r for r in rows.values() if r["stage"] == "sft"}
     for run_id in sft:
+        config = yaml.safe_load((work / "it_basic" / "sft" / run_id / "config.yaml").read_text())
+        assert config["system_prompt"] == WEIRD and config["stage"] == "sft" and config["run_id"] == run_id
+        assert (work / "it_basic" / "sft" / run_id / "checkpoints" / "last" / "trainer_state.json").is_file()
         for split in ("id", "ood"):
             m = read_json(work / "it_basic" / "sft" / run_id / "eval" / split / "metrics.json")
             assert m["run_id"] == run_id and m["split"] == split
@@ -103,50 +110,53 @@ def test_submit_resubmit_and_rerun_of_a_failed_cell(cluster, tmp_path):
     assert "marked failed by the test" in text
     out = sweep("submit", spec, "--work_root", work, env=env).stdout
     assert "2 array job(s), 2 cell(s) submitted" in out
-    rows = wait_for(lambda: all_settled(spec, work, env), 120, "the re-run to finish")
+    rows = wait_for(lambda: all_settled(spec, work, env), 600, "the re-run to finish")
     assert {r["state"] for r in rows.values()} == {"done"}, rows
     assert rows[f"sft/{e1}"]["job_id"] != st["job_id"]
     assert read_json(st_path)["attempt"] == 2
     assert {p: p.read_text() for p in (work / "it_basic" / "sft" / e2).rglob("status.json")} == untouched
+    assert not list(tmp_path.rglob("PWNED*")) and not list(REPO.rglob("PWNED*"))
 
 
 def test_failure_cancels_only_its_dependants_and_a_signalled_job_requeues(cluster, tmp_path):
     env = cli_env(tmp_path, SLURM_CONF=cluster["SLURM_CONF"])
     work = tmp_path / "runs"
     failing = {f"sft.{k}": v for k, v in STAGE["fail"].items()}
-    slow = {**{f"sft.{k}": v for k, v in STAGE["slow"].items()}, "sft.num_train_epochs": 3}
-    spec = write_spec(tmp_path / "spec.yaml", two_stage_spec("it_fail", cells=[failing, slow]))
+    slow = {f"sft.{k}": v for k, v in STAGE["slow"].items()}
+    spec = write_spec(tmp_path / "spec.yaml", two_stage_spec("it_fail", cells=[failing, slow], stage=STAGE))
     sweep("submit", spec, "--work_root", work, env=env)
     rows = status_rows(spec, work, env)
-    bad = next(r for r in rows.values() if r["stage"] == "sft" and r["cell"].get("sft.fail"))
-    good = next(r for r in rows.values() if r["stage"] == "sft" and not r["cell"].get("sft.fail"))
+    fail_key = next(iter(failing))
+    bad = next(r for r in rows.values() if r["stage"] == "sft" and fail_key in r["cell"])
+    good = next(r for r in rows.values() if r["stage"] == "sft" and fail_key not in r["cell"])
     good_dir = work / "it_fail" / "sft" / good["run_id"]
 
     # signal the slow cell mid-training, as SLURM does before the time limit
-    wait_for(lambda: (good_dir / "train_log.jsonl").is_file(), 60, "the slow cell's first optimizer step")
+    wait_for(lambda: (good_dir / "train_log.jsonl").is_file() and (good_dir / "train_log.jsonl").stat().st_size,
+             300, "the slow cell's first optimizer step", interval=0.1)
     job = read_json(good_dir / "status.json")["job_id"]
     assert subprocess.run(["scancel", "--signal=USR1", job], env=env).returncode == 0
 
     # the failed cell's evaluation is cancelled at once; the other chain goes on
     rows = wait_for(lambda: (r := status_rows(spec, work, env))[f"eval/sft/{bad['run_id']}"]["state"] == "cancelled"
-                    and r, 60, "the failed cell's evaluation to be cancelled")
+                    and r, 300, "the failed cell's evaluation to be cancelled")
     assert rows[f"sft/{bad['run_id']}"]["state"] == "failed"
     assert rows[f"eval/sft/{good['run_id']}"]["state"] == "pending"
     text = sweep("status", spec, "--work_root", work, env=env).stdout
-    assert "intentional failure" in text  # the failed cell's log tail
+    assert STAGE["fail_text"] in text  # the failed cell's log tail
     assert "DependencyNeverSatisfied" in text
 
     rows = wait_for(lambda: all_settled(spec, work, env, {f"sft/{good['run_id']}", f"eval/sft/{good['run_id']}"}),
-                    120, "the signalled cell and its evaluation to finish")
+                    600, "the signalled cell and its evaluation to finish")
     assert rows[f"sft/{good['run_id']}"]["state"] == "done" and rows[f"eval/sft/{good['run_id']}"]["state"] == "done"
     st = read_json(good_dir / "status.json")
     assert st["attempt"] == 2 and st["job_id"] == job  # the same array task, requeued
     log = (good_dir / "logs" / f"slurm-{job}.out").read_text()
-    assert "checkpointed, exit 75" in log and "resumed from step" in log
+    assert STAGE["signalled_text"] in log and STAGE["resumed_text"] in log
 
     # the interrupted run ends exactly as an uninterrupted one
     ref = tmp_path / "uninterrupted"
-    sweep("submit", spec, "--work_root", ref, "--executor", "local", env=env, check=False)
+    sweep("submit", spec, "--work_root", ref, "--executor", "local", env=env, check=False, timeout=600)
     ref_dir = ref / "it_fail" / "sft" / good["run_id"]
     last = "checkpoints/last/trainer_state.json"
     assert read_json(good_dir / last) == read_json(ref_dir / last)
@@ -159,21 +169,22 @@ def test_cancel_then_resubmit(cluster, tmp_path):
     env = cli_env(tmp_path, SLURM_CONF=cluster["SLURM_CONF"])
     work = tmp_path / "runs"
     slow = {f"sft.{k}": v for k, v in STAGE["slow"].items()}
-    spec = write_spec(tmp_path / "spec.yaml", two_stage_spec("it_cancel", cells=[{**slow, "sft.num_train_epochs": 4}]))
+    spec = write_spec(tmp_path / "spec.yaml", two_stage_spec("it_cancel", cells=[slow], stage=STAGE))
     sweep("submit", spec, "--work_root", work, env=env)
     rows = status_rows(spec, work, env)
     sft = next(r for r in rows.values() if r["stage"] == "sft")
     run_dir = work / "it_cancel" / "sft" / sft["run_id"]
-    wait_for(lambda: (run_dir / "train_log.jsonl").is_file(), 60, "the cell's first optimizer step")
+    wait_for(lambda: (run_dir / "train_log.jsonl").is_file() and (run_dir / "train_log.jsonl").stat().st_size,
+             300, "the cell's first optimizer step", interval=0.1)
     out = sweep("cancel", spec, "--work_root", work, env=env).stdout
     assert "cancelled 2 array task(s)" in out
     # SIGTERM: the stage checkpoints and asks to be requeued, but its job is cancelled: lost.
     # Its evaluation never started: cancelled.
-    rows = wait_for(lambda: all_settled(spec, work, env), 60, "the cancelled jobs to leave the queue")
+    rows = wait_for(lambda: all_settled(spec, work, env), 120, "the cancelled jobs to leave the queue")
     assert rows[f"sft/{sft['run_id']}"]["state"] == "lost"
     assert rows[f"eval/sft/{sft['run_id']}"]["state"] == "cancelled"
     assert "no queued or running jobs" in sweep("cancel", spec, "--work_root", work, env=env).stdout
     # lost and cancelled cells re-run on the next submit; the stage resumes from its checkpoint
     assert "2 cell(s) submitted" in sweep("submit", spec, "--work_root", work, env=env).stdout
-    rows = wait_for(lambda: all_settled(spec, work, env), 120, "the resubmitted cells to finish")
+    rows = wait_for(lambda: all_settled(spec, work, env), 600, "the resubmitted cells to finish")
     assert {r["state"] for r in rows.values()} == {"done"}, rows

@@ -1,4 +1,4 @@
-"""The local executor (the 2-stage sweep in dependency order, idempotent), values with shell
+"""The local executor (a real 2-stage sweep, SFT -> evaluation, in dependency order, idempotent), values with shell
 metacharacters reaching the stage literally (through the local executor and through the generated
 sbatch script run by bash), the launchers."""
 import os
@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent / "fixtures"))
-from sweep_helpers import (PYTHON, REPO, STAGE, cli_env, read_json, status_rows, sweep, two_stage_spec,  # noqa: E402
-                           write_spec)
+from sweep_helpers import (PYTHON, REAL, REPO, WEIRD, cli_env, read_json, status_rows, sweep,  # noqa: E402
+                           two_stage_spec, write_spec)
 
 from biopost.sweeps import cli as sweep_cli  # noqa: E402
 from biopost.sweeps import slurm  # noqa: E402
@@ -19,12 +19,10 @@ from biopost.sweeps.plan import Options, Plan, default_cluster_env  # noqa: E402
 from biopost.sweeps.spec import load_spec  # noqa: E402
 from biopost.sweeps.status import write_json_atomic  # noqa: E402
 
-# spaces, both quotes, a command substitution, a ;, a comma, backticks, a backslash, a $VAR, a newline
-WEIRD = "a b 'c' \"d\" $(touch PWNED) ; e,f `touch PWNED2` \\ $HOME\nnext line"
 
 
 def test_two_stage_sweep_runs_locally_in_dependency_order_and_idempotently(tmp_path):
-    spec = write_spec(tmp_path / "spec.yaml", two_stage_spec("local2", grid={"num_train_epochs": [1, 2]}))
+    spec = write_spec(tmp_path / "spec.yaml", two_stage_spec("local2", grid={"num_train_epochs": [1, 2]}, stage=REAL))
     work = tmp_path / "runs"
     env = cli_env(tmp_path)
     out = sweep("submit", spec, "--executor", "local", "--work_root", work, env=env).stdout
@@ -52,7 +50,8 @@ def test_two_stage_sweep_runs_locally_in_dependency_order_and_idempotently(tmp_p
 
 def test_local_failure_leaves_its_eval_unrun_and_the_rest_runs(tmp_path):
     spec = write_spec(tmp_path / "spec.yaml", two_stage_spec(
-        "localfail", cells=[{f"sft.{k}": v for k, v in STAGE["fail"].items()}, {"sft.num_train_epochs": 1}]))
+        "localfail", cells=[{f"sft.{k}": v for k, v in REAL["fail"].items()}, {"sft.num_train_epochs": 1}],
+        stage=REAL))
     work = tmp_path / "runs"
     env = cli_env(tmp_path)
     proc = sweep("submit", spec, "--executor", "local", "--work_root", work, env=env, check=False)
@@ -62,7 +61,7 @@ def test_local_failure_leaves_its_eval_unrun_and_the_rest_runs(tmp_path):
     states = sorted((r["stage"], r["state"]) for r in rows.values())
     assert states == [("eval", "done"), ("eval", "new"), ("sft", "done"), ("sft", "failed")]
     text = sweep("status", spec, "--work_root", work, env=env).stdout
-    assert "intentional failure" in text  # the log tail of the failed cell
+    assert REAL["fail_text"] in text  # the log tail of the failed cell
     # fixing nothing and resubmitting re-runs only the failed cell (and fails again)
     proc = sweep("submit", spec, "--executor", "local", "--work_root", work, env=env, check=False)
     assert "running 2 cell(s) locally" in proc.stdout
