@@ -31,7 +31,6 @@ test: $(STAMP)
 demo: $(STAMP)
 	BIOPOST_WORK_ROOT=$(WORK_ROOT) $(VENV)/bin/biopost sweep submit sweeps/demo.yaml --executor local
 	$(PY) harvest_results.py --root $(WORK_ROOT) --out figures --spec sweeps/demo.yaml
-	@echo "wrote figures/results_id_ood.md"
 
 clean-demo:
 	rm -rf $(WORK_ROOT)

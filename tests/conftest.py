@@ -24,6 +24,17 @@ def biopost_cache(tmp_path_factory):
     return path
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny matmuls: a second thread only adds synchronization, and on a loaded 2-core CPU it
+    costs up to 10x. Module-scoped, so a test module opts in with an autouse fixture of its own."""
+    import torch
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="session")
 def repo_root():
     return ROOT

@@ -128,6 +128,31 @@ def test_final_is_a_plain_hf_model_of_the_trained_weights(reference_run):
     assert metrics["step"] == STEPS and read_trainer_state(latest_checkpoint(run))["step"] == STEPS
 
 
+def test_final_loads_in_sft_as_the_text_model(reference_run, env, tmp_path):
+    """CPT's final/ is what a later stage gets as --text_model_name: SFT builds on it and trains."""
+    from transformers import AutoModelForCausalLM
+
+    from biopost.model.bio_model import BioReasoningModel
+    out = tmp_path / "sft_on_cpt"
+    proc = subprocess.run([sys.executable, str(REPO / "BioReason" / "train_dna_qwen.py"),
+                           "--config", str(REPO / "BioReason" / "configs" / "sft_tiny.yaml"),
+                           "--text_model_name", str(reference_run / "final"), "--max_steps", "3",
+                           "--train_data_fraction", "0.05", "--learning_rate", "0", "--warmup_ratio", "0",
+                           "--output_dir", str(out)], env=env, capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    cfg = yaml.safe_load((out / "config.yaml").read_text())
+    assert cfg["text_model_name"] == str(reference_run / "final")
+    losses = [e["loss"] for e in read_log(out / "train_log.jsonl") if "loss" in e]
+    assert len(losses) == 3 and all(math.isfinite(x) for x in losses)
+    # learning rate 0: the SFT model's language model is exactly the CPT model
+    cpt = AutoModelForCausalLM.from_pretrained(reference_run / "final", dtype=torch.float32)
+    sft = BioReasoningModel.load(out / "checkpoints" / "last").base_llm()
+    for name, p in cpt.named_parameters():
+        if "embed_tokens" in name or "lm_head" in name:
+            continue  # resized for the added special tokens
+        assert torch.equal(sft.get_parameter(name), p), name
+
+
 def test_sigterm_checkpoints_exits_75_and_resume_is_bit_identical(env, reference_run, tmp_path):
     out = tmp_path / "cpt_tiny_interrupted"
     err = open(tmp_path / "stderr.txt", "w")

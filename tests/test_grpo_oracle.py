@@ -42,12 +42,8 @@ CASES = [
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # tiny matmuls: a second thread only adds synchronization, and under a loaded CPU it costs 10x
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+def one_thread(one_torch_thread):
+    """Every test here runs torch on one thread (see conftest.one_torch_thread)."""
 
 
 @pytest.fixture(scope="module")
