@@ -19,6 +19,36 @@ def sync():
         torch.cuda.synchronize()
 
 
+def profile(model, llm, examples, emb, ctx, device, path):
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    from biopost.data.examples import collate
+    from biopost.generate import SamplingConfig, generate
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+    batch = collate(examples, model.tokenizer.pad_token_id, emb, left_pad=True, device=device)
+    with torch.no_grad(), ctx:
+        embeds = model.embed(batch["input_ids"], batch["bio_features"])
+    runs = {
+        "biopost.generate": lambda: generate(model, examples, emb, SamplingConfig(max_new_tokens=16), device=device,
+                                             autocast_ctx=ctx),
+        "transformers generate (dynamic)": lambda: llm.generate(
+            inputs_embeds=embeds, attention_mask=batch["attention_mask"], do_sample=False, max_new_tokens=16,
+            min_new_tokens=16, pad_token_id=model.tokenizer.pad_token_id),
+    }
+    with open(path, "w") as f:
+        for name, fn in runs.items():
+            with torch.no_grad(), ctx:
+                fn()
+                sync()
+                with torch_profile(activities=acts) as prof:
+                    fn()
+                    sync()
+            for key in ("self_cpu_time_total", "cpu_time_total"):
+                f.write(f"===== {name}: sorted by {key}\n")
+                f.write(prof.key_averages().table(sort_by=key, row_limit=30) + "\n")
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", required=True)
@@ -26,6 +56,9 @@ def main():
     p.add_argument("--batch_sizes", default="16,64")
     p.add_argument("--new_tokens", type=int, default=128)
     p.add_argument("--out")
+    p.add_argument("--impls", default="dynamic,static", help="transformers cache implementations to compare")
+    p.add_argument("--profile", help="also profile 16 decode steps of each eager engine at the first batch size "
+                   "(torch.profiler) and write the op tables to this file")
     args = p.parse_args()
 
     import bioreason  # noqa: F401  (registers the kegg task)
@@ -66,7 +99,7 @@ def main():
         batch = collate(batch_examples, model.tokenizer.pad_token_id, emb, left_pad=True, device=device)
         with torch.no_grad(), ctx:
             embeds = model.embed(batch["input_ids"], batch["bio_features"])
-        for impl in ("dynamic", "static"):
+        for impl in args.impls.split(","):
             kw = dict(inputs_embeds=embeds, attention_mask=batch["attention_mask"], do_sample=False,
                       max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens,
                       pad_token_id=model.tokenizer.pad_token_id)
@@ -91,8 +124,10 @@ def main():
             except Exception as e:  # an engine that fails is a result too
                 results.append({"engine": f"transformers generate ({impl} cache)", "batch": B,
                                 "error": f"{type(e).__name__}: {e}"[:300]})
-        for r in results[-3:]:
+        for r in results[-1 - len(args.impls.split(",")):]:
             print(json.dumps(r), flush=True)
+    if args.profile:
+        profile(model, llm, examples[:sizes[0]], emb, ctx, device, args.profile)
     if args.out:
         with open(args.out, "w") as f:
             json.dump({"device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",

@@ -96,6 +96,7 @@ def main():
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--grpo_steps", type=int, default=3)
     p.add_argument("--cpt_steps", type=int, default=6)
+    p.add_argument("--profile", action="store_true", help="write decode_profile.txt (torch.profiler op tables)")
     p.add_argument("--only", default="sft,eval,grpo,decode,cpt", help="parts to run (sft: with and without "
                    "gradient checkpointing; the others need the SFT run without it)")
     args = p.parse_args()
@@ -154,7 +155,8 @@ def main():
     # decoding: the shared generation loop against transformers' generate, same model and prompts
     if result["sft_gc_false"]["rc"] == 0 and "decode" in parts:
         rc, wall = run([ROOT / "bench/bench_decode.py", "--checkpoint", run_dir / "checkpoints/last", "--data", data,
-                        "--batch_sizes", "16,64", "--new_tokens", "128", "--out", out / "decode.json"],
+                        "--batch_sizes", "16,64", "--new_tokens", "128", "--out", out / "decode.json",
+                        *(["--profile", out / "decode_profile.txt", "--impls", "dynamic"] if args.profile else [])],
                        out / "decode.log")
         result["decode"] = {"rc": rc, "wall_s": wall}
         if (out / "decode.json").exists():
