@@ -145,7 +145,7 @@ class Plan:
     def _decide(self, cell: Cell) -> CellPlan:
         d = self.derive(cell)
         if d.state == "skipped":
-            return CellPlan(cell, d, "skip", "num_train_epochs 0")
+            return CellPlan(cell, d, "skip", "no job, no evaluation")
         deps = dependencies(cell)
         if d.state == "done" and any(self.plans[u.label].action == "run" for u in deps):
             d = Derived("stale", "its upstream re-runs now", d.job_id)
