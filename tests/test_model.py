@@ -178,3 +178,11 @@ def test_character_level_encoder_end_to_end(rows):
     b = batch_for(model, rows[:1])
     assert sum(t.shape[0] for t in b["bio_features"]["dna"]) == 600
     assert torch.isfinite(model(b["input_ids"], b["attention_mask"], b["labels"], b["bio_features"]))
+
+
+def test_evo2_backend_is_refused_with_a_clear_error():
+    from biopost.encoders import build_encoder
+    with pytest.raises(ValueError, match="Evo2 encoder backend .* not implemented"):
+        build_encoder({"modality": "dna", "model_name": "arcinstitute/evo2_7b", "layer": "blocks.28", "backend": "evo2"})
+    with pytest.raises(ValueError, match="unknown encoder backend 'jax'"):
+        build_encoder({"modality": "dna", "model_name": "x", "backend": "jax"})
