@@ -126,6 +126,9 @@ def build_rows(scan: Scan, expected: list[dict] = ()) -> tuple[list[dict], list[
             else:
                 c.eval = s
 
+    spec_stages: dict[str, set] = {}
+    for e in expected:
+        spec_stages.setdefault(e["sweep"], set()).add(e["stage"])
     # A training status applies to every evaluated checkpoint of its run.
     by_run: dict[tuple, list[_Cell]] = {}
     for c in cells.values():
@@ -136,7 +139,7 @@ def build_rows(scan: Scan, expected: list[dict] = ()) -> tuple[list[dict], list[
         run = (s.sweep, s.stage, s.run_id)
         if run not in by_run and s.skipped:
             continue  # a skipped 0-epoch stage is never evaluated
-        if run not in by_run and s.state not in BAD_STATES and not _evaluated(s, expected):
+        if run not in by_run and s.state not in BAD_STATES and not _evaluated(s, spec_stages):
             continue  # e.g. a CPT stage: judged by its held-out loss, not by ID/OOD metrics
         if run not in by_run:  # trained (or tried to) but nothing evaluated: checkpoint unknown
             c = _Cell(*run, checkpoint=None)
@@ -155,12 +158,12 @@ def build_rows(scan: Scan, expected: list[dict] = ()) -> tuple[list[dict], list[
     return rows, problems
 
 
-def _evaluated(s: Status, expected) -> bool:
-    """Whether ID/OOD metrics are due for this training cell: a spec covering its sweep says so;
-    without one, every stage except a CPT run (the one that writes final_eval_metrics.json) is."""
-    spec_sweeps = {e["sweep"] for e in expected}
-    if s.sweep in spec_sweeps:
-        return any(e["sweep"] == s.sweep and e["stage"] == s.stage for e in expected)
+def _evaluated(s: Status, spec_stages: dict) -> bool:
+    """Whether ID/OOD metrics are due for this training cell: a spec covering its sweep says so
+    (spec_stages: sweep -> its evaluated stages); without one, every stage except a CPT run (the
+    one that writes final_eval_metrics.json) is."""
+    if s.sweep in spec_stages:
+        return s.stage in spec_stages[s.sweep]
     return not os.path.exists(os.path.join(os.path.dirname(s.path), "final_eval_metrics.json"))
 
 
