@@ -74,7 +74,8 @@ from pathlib import Path
 from typing import Optional
 
 from biopost.config import F, save_config
-from biopost.train.sft import NT_500M, epoch_order, model_spec_from_config, run_stage, write_json
+from biopost.train.sft import (NT_500M, epoch_order, log, model_spec_from_config, record_done, run_stage,
+                               write_json)
 from biopost.train.signals import REQUEUE_EXIT_CODE
 
 LOSS_TYPES = ("grpo", "dr_grpo", "dapo")
@@ -178,10 +179,6 @@ class GRPOConfig:
     # encoder
     encoder_batch_size: int = F(16, "sequences per encoder forward pass when filling the embedding cache")
     cache_dir: Optional[str] = F(None, "embedding cache root (default: $BIOPOST_CACHE_DIR)")
-
-
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
 
 
 @dataclass(frozen=True)
@@ -869,9 +866,7 @@ def train_grpo(cfg: GRPOConfig) -> int:
     train_log.close()
     stop.restore()
     if exit_code == 0:
-        write_json(out / "train_done.json", {"step": step, "total_steps": total_steps,
-                                             "checkpoint": str(ckpt_lib.latest_checkpoint(out))})
-        log(f"[grpo] done: {step} steps; checkpoint {ckpt_lib.latest_checkpoint(out)}")
+        record_done(out, "grpo", step, total_steps)
     return exit_code
 
 

@@ -143,6 +143,14 @@ def write_json(path: Path, obj) -> None:
     tmp.replace(path)
 
 
+def record_done(out: Path, stage: str, step: int, total_steps: int) -> None:
+    """The end of a finished training run (SFT or GRPO): train_done.json and the last log line."""
+    from biopost.train.checkpoint import latest_checkpoint
+    last = latest_checkpoint(out)
+    write_json(out / "train_done.json", {"step": step, "total_steps": total_steps, "checkpoint": str(last)})
+    log(f"[{stage}] done: {step} steps; checkpoint {last}")
+
+
 def train_sft(cfg: SFTConfig) -> int:
     import torch
     from tqdm import tqdm
@@ -310,9 +318,7 @@ def train_sft(cfg: SFTConfig) -> int:
     train_log.close()
     stop.restore()
     if exit_code == 0:
-        write_json(out / "train_done.json", {"step": step, "total_steps": total_steps,
-                                             "checkpoint": str(ckpt_lib.latest_checkpoint(out))})
-        log(f"[sft] done: {step} steps; checkpoint {ckpt_lib.latest_checkpoint(out)}")
+        record_done(out, "sft", step, total_steps)
     return exit_code
 
 
