@@ -23,7 +23,7 @@ from safetensors.torch import load_file
 from biopost.data.text import BlockStream, TextSource, make_encoder, pack, read_documents, separator_id
 from biopost.train.checkpoint import latest_checkpoint, read_trainer_state
 from biopost.train.log import read_log
-from biopost.train.signals import REQUEUE_EXIT_CODE
+from biopost.signals import REQUEUE_EXIT_CODE
 
 pytestmark = pytest.mark.slow
 

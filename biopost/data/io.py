@@ -10,8 +10,11 @@ from __future__ import annotations
 import csv
 import gzip
 import json
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
+
+from biopost.errors import UserError
 
 CANONICAL_SPLITS = ("train", "id_val", "ood_val", "id_test", "ood_test")
 # evaluation names (`id`, `ood`) are the test splits; the val splits are probes
@@ -29,7 +32,7 @@ SPLIT_FILE_ALIASES = {
 EXTENSIONS = (".jsonl", ".jsonl.gz", ".json", ".parquet", ".csv", ".csv.gz")
 
 
-class DataError(ValueError):
+class DataError(UserError, ValueError):
     """Bad input data; the message names the file (or dataset), row and field."""
 
 
@@ -57,63 +60,168 @@ def _strip_ext(name: str) -> tuple[str, str] | None:
     return None
 
 
+# Python's csv module refuses a field over 131,072 characters with a bare `_csv.Error`. Cell
+# length is validation's business (it truncates over-long sequences and counts them), so the
+# reader takes any field up to this fixed bound; a field beyond it is a DataError naming the row.
+CSV_FIELD_LIMIT = 1 << 30
+
+
 def _open_text(path: Path):
     return gzip.open(path, "rt", encoding="utf-8") if path.suffix == ".gz" else open(path, encoding="utf-8")
 
 
 def _maybe_json(value):
-    """CSV cells holding JSON (e.g. a reasoning dict or a list of GO ids) are decoded."""
+    """CSV cells holding JSON (e.g. a reasoning dict or a list of GO ids) are decoded; a cell
+    that only looks like JSON stays the string it is (validation then judges it)."""
     if isinstance(value, str):
         text = value.strip()
         if text[:1] in "[{" and text[-1:] in "]}":
             try:
                 return json.loads(text)
-            except json.JSONDecodeError:
+            except (ValueError, RecursionError):  # JSONDecodeError, a 4,300+ digit integer
                 return value
     return value
 
 
+def _read_error(path: Path, e: BaseException, where: str = "") -> DataError:
+    """The DataError for a file that cannot be decoded: it names the file (and the line, when
+    known) and says what the file should be."""
+    at = f"{path}: {where}: " if where else f"{path}: "
+    if isinstance(e, UnicodeDecodeError):
+        return DataError(f"{path}: {_bad_utf8(path)}not UTF-8 text; re-encode the file as UTF-8")
+    if isinstance(e, (gzip.BadGzipFile, EOFError, zlib.error)):
+        return DataError(f"{path}: not a readable gzip file ({e or type(e).__name__}); a .gz "
+                         "file must be gzip-compressed and complete")
+    if isinstance(e, RecursionError):
+        return DataError(f"{at}JSON nested too deeply")
+    if isinstance(e, OSError):
+        return DataError(f"{path}: cannot read: {e.strerror or e}")
+    return DataError(f"{at}{e}")
+
+
 def read_file(path: str | Path) -> list[tuple[dict, Source]]:
+    """The rows of one local file, each with its Source. Every way a file can be unreadable
+    (not UTF-8, a .gz that is not gzip, bad JSON, a CSV row that does not fit its header) is a
+    DataError naming the file and, where known, the line or row."""
     path = Path(path)
     name = path.name
-    rows: list[tuple[dict, Source]] = []
-    if name.endswith((".jsonl", ".jsonl.gz")):
-        with _open_text(path) as fh:
-            for i, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise DataError(f"{path}: line {i}: not valid JSON ({e.msg})") from None
-                if not isinstance(obj, dict):
-                    raise DataError(f"{path}: line {i}: expected a JSON object, got {type(obj).__name__}")
-                rows.append((obj, Source(str(path), i, "line")))
-    elif name.endswith(".json"):
-        try:
-            obj = json.loads(path.read_text())
-        except json.JSONDecodeError as e:
-            raise DataError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
-        if isinstance(obj, dict) and isinstance(obj.get("data"), list):
-            obj = obj["data"]
-        if not isinstance(obj, list):
-            raise DataError(f"{path}: expected a JSON list of row objects")
-        for i, item in enumerate(obj, 1):
-            if not isinstance(item, dict):
-                raise DataError(f"{path}: row {i}: expected an object, got {type(item).__name__}")
-            rows.append((item, Source(str(path), i)))
-    elif name.endswith((".csv", ".csv.gz")):
-        with _open_text(path) as fh:
-            for i, rec in enumerate(csv.DictReader(fh), 1):
-                rows.append(({k: _maybe_json(v) for k, v in rec.items() if k is not None}, Source(str(path), i)))
-    elif name.endswith(".parquet"):
-        import pyarrow.parquet as pq
-        table = pq.read_table(path)
-        for i, rec in enumerate(table.to_pylist(), 1):
-            rows.append((rec, Source(str(path), i)))
-    else:
+    if not name.endswith(EXTENSIONS):
         raise DataError(f"{path}: unsupported file type (use {', '.join(EXTENSIONS)})")
+    try:
+        if name.endswith(".parquet"):
+            return _read_parquet(path)
+        with _open_text(path) as fh:
+            if name.endswith((".jsonl", ".jsonl.gz")):
+                return _read_jsonl(path, fh)
+            if name.endswith(".json"):
+                return _read_json(path, fh)
+            return _read_csv(path, fh)
+    except DataError:
+        raise
+    except (UnicodeDecodeError, gzip.BadGzipFile, EOFError, zlib.error, OSError,
+            RecursionError) as e:
+        raise _read_error(path, e) from None
+
+
+def _read_jsonl(path: Path, fh) -> list[tuple[dict, Source]]:
+    rows = []
+    i = 0
+    while True:
+        i += 1
+        line = fh.readline()
+        if not line:
+            return rows
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{path}: line {i}: not valid JSON ({e.msg})") from None
+        except (ValueError, RecursionError) as e:  # an integer of 4,300+ digits; deep nesting
+            raise DataError(f"{path}: line {i}: unreadable JSON ({_short(e)})") from None
+        if not isinstance(obj, dict):
+            raise DataError(f"{path}: line {i}: expected a JSON object, got {type(obj).__name__}")
+        rows.append((obj, Source(str(path), i, "line")))
+
+
+def _read_json(path: Path, fh) -> list[tuple[dict, Source]]:
+    text = fh.read()
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
+    except (ValueError, RecursionError) as e:
+        raise DataError(f"{path}: unreadable JSON ({_short(e)})") from None
+    if isinstance(obj, dict) and isinstance(obj.get("data"), list):
+        obj = obj["data"]
+    if not isinstance(obj, list):
+        raise DataError(f"{path}: expected a JSON list of row objects")
+    rows = []
+    for i, item in enumerate(obj, 1):
+        if not isinstance(item, dict):
+            raise DataError(f"{path}: row {i}: expected an object, got {type(item).__name__}")
+        rows.append((item, Source(str(path), i)))
     return rows
+
+
+def _read_csv(path: Path, fh) -> list[tuple[dict, Source]]:
+    if csv.field_size_limit() < CSV_FIELD_LIMIT:
+        csv.field_size_limit(CSV_FIELD_LIMIT)
+    reader = csv.reader(fh)
+    rows = []
+    try:
+        header = next(reader, None)
+        if header is None:
+            return rows
+        i = 0
+        for rec in reader:
+            if not rec:  # a blank line: skipped, not counted (as csv.DictReader does)
+                continue
+            i += 1
+            if len(rec) > len(header):
+                raise DataError(f"{path}: row {i} (line {reader.line_num}): {len(rec)} fields but "
+                                f"the header has {len(header)}; quote values that contain commas")
+            values = dict(zip(header, rec))
+            for k in header[len(rec):]:
+                values.setdefault(k, None)  # a short row: the missing fields are missing
+            rows.append(({k: _maybe_json(v) for k, v in values.items()}, Source(str(path), i)))
+    except csv.Error as e:
+        raise DataError(f"{path}: line {reader.line_num}: not valid CSV ({e})") from None
+    return rows
+
+
+def _read_parquet(path: Path) -> list[tuple[dict, Source]]:
+    import pyarrow
+    import pyarrow.parquet as pq
+    try:
+        table = pq.read_table(path)
+    except (pyarrow.ArrowException, OSError) as e:  # ArrowInvalid: not a parquet file
+        raise DataError(f"{path}: not a readable parquet file ({_short(e)})") from None
+    return [(rec, Source(str(path), i)) for i, rec in enumerate(table.to_pylist(), 1)]
+
+
+def _bad_utf8(path: Path) -> str:
+    """'line N: byte 0xXX: ' of the first byte that is not UTF-8 (decoding in chunks does not
+    know the line), or '' when it cannot be found again."""
+    try:
+        with (gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")) as fh:
+            for lineno, raw in enumerate(fh, 1):
+                try:
+                    raw.decode("utf-8")
+                except UnicodeDecodeError as e:
+                    return f"line {lineno}: byte 0x{raw[e.start]:02x} at column {e.start + 1}: "
+    except (OSError, EOFError, zlib.error):
+        pass
+    return ""
+
+
+def _short(e: BaseException, limit: int = 200) -> str:
+    if isinstance(e, RecursionError):
+        return "nested too deeply"
+    text = str(e) or type(e).__name__
+    if "4300 digits" in text:
+        return "an integer of more than 4,300 digits"
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def discover_split_files(directory: Path) -> dict[str, Path]:

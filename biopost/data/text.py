@@ -25,6 +25,7 @@ import sys
 from pathlib import Path
 from typing import Callable, Iterator, NamedTuple
 
+from biopost.errors import UserError
 from biopost.paths import RESOURCES
 
 SHARD_SUFFIXES = (".jsonl", ".jsonl.gz")
@@ -33,7 +34,7 @@ SHARD_SUFFIXES = (".jsonl", ".jsonl.gz")
 RESOURCE_PREFIX = "biopost:"
 
 
-class TextDataError(ValueError):
+class TextDataError(UserError, ValueError):
     """A bad corpus or row; the message names the file, the line and the field."""
 
 

@@ -2,7 +2,7 @@
 
 Key = sha256(backend, weights id, layer, sequence). Values live in safetensors shards under
 `<cache root>/embeddings/<backend>-<encoder key>/`; each process writes its own uniquely named
-shard (temp name + rename), so the array tasks of a sweep can share one cache directory: a
+shard (temp name + fsync + rename, biopost.files), so the array tasks of a sweep can share one cache directory: a
 sequence is encoded once per cache, and later runs only read. Reading is memory-mapped.
 """
 from __future__ import annotations
@@ -15,8 +15,9 @@ from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save as safetensors_bytes
 
+from biopost.files import ensure_dir, write_bytes_atomic
 from biopost.paths import cache_root
 
 
@@ -27,7 +28,7 @@ class EmbeddingCache:
         self.prefix = hashlib.sha256(ident.encode()).hexdigest()[:16]
         base = Path(root) if root else cache_root()
         self.dir = base / "embeddings" / f"{encoder.backend}-{self.prefix}"
-        self.dir.mkdir(parents=True, exist_ok=True)
+        ensure_dir(self.dir)
         self.dtype = dtype
         self._index: dict[str, Path] = {}
         self._handles: dict[Path, object] = {}
@@ -74,10 +75,11 @@ class EmbeddingCache:
 
     def _write(self, tensors: dict[str, torch.Tensor]) -> None:
         name = f"shard-{time.time_ns()}-{os.getpid()}-{uuid.uuid4().hex[:8]}.safetensors"
-        tmp = self.dir / f".{name}.tmp"
-        save_file(tensors, str(tmp), metadata={"encoder": self.encoder.name, "layer": str(self.encoder.layer)})
         final = self.dir / name
-        os.replace(tmp, final)
+        # temp file + fsync + rename, mode 0o666 & ~umask (other users of the cache read it);
+        # a full disk is an OutputError naming the shard
+        write_bytes_atomic(final, safetensors_bytes(
+            tensors, metadata={"encoder": self.encoder.name, "layer": str(self.encoder.layer)}))
         handle = safe_open(str(final), framework="pt")
         self._handles[final] = handle
         for k in tensors:

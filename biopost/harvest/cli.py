@@ -20,8 +20,9 @@ Problems are listed, not dropped: corrupt or foreign files (with their path), ce
 failed, are running or requeued per status.json (the harvester does not ask squeue:
 `biopost sweep status` tells a lost cell from a running one), cells missing a split, and,
 with --spec, cells the spec expects that never ran.
-Exit status: 0 when the harvest was written (even with problems), 2 on a usage error such
-as a --root that does not exist.
+Exit status: 0 when the harvest was written (even with problems), 1 when an output cannot
+be written (full disk, read-only --out: the earlier outputs are left as they were), 2 on a
+usage error such as a --root that does not exist.
 
 example:
   python harvest_results.py --root $BIOPOST_WORK_ROOT --out figures \\
@@ -42,6 +43,13 @@ def build_parser(prog: str = "biopost harvest") -> argparse.ArgumentParser:
     return p
 
 
+def _printable(line: str) -> str:
+    """A line any terminal encoding can print: a lone surrogate (a non-UTF-8 file name) or a
+    character the locale lacks is escaped instead of raising UnicodeEncodeError."""
+    encoding = getattr(sys.stdout, "encoding", None) or "utf-8"
+    return line.encode(encoding, "backslashreplace").decode(encoding, "replace")
+
+
 def main(argv=None, prog: str = "biopost harvest") -> int:
     args = build_parser(prog).parse_args(argv)
     if not os.path.isdir(args.root):
@@ -52,17 +60,22 @@ def main(argv=None, prog: str = "biopost harvest") -> int:
         print(f"{prog}: --spec file(s) not found: {', '.join(missing)}", file=sys.stderr)
         return 2
 
+    from biopost.errors import UserError
     from biopost.harvest.collect import collect
     from biopost.harvest.report import write
 
-    harvest = collect(args.root, args.spec)
-    paths = write(harvest, args.out)
+    try:
+        harvest = collect(args.root, args.spec)
+        paths = write(harvest, args.out)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     print(f"harvested {harvest.n_metrics_files} metrics.json and {harvest.n_status_files} "
           f"status.json under {args.root}: {len(harvest.rows)} rows, "
           f"{len(harvest.problems)} problem(s)")
     for p in harvest.problems:
         where = p.path or "/".join(str(x) for x in (p.sweep, p.stage, p.run_id) if x)
-        print(f"  {p.kind:<13} {where}: {p.detail}")
+        print(_printable(f"  {p.kind:<13} {where}: {p.detail}"))
     print(f"wrote {paths['md']}")
     return 0
 

@@ -29,11 +29,12 @@ def expected_from_specs(specs: list[str], root: str, problems: list) -> list[dic
     except ImportError as e:
         problems += [Problem("spec_error", f"cannot expand specs: {e}", spec) for spec in specs]
         return []
+    from biopost.errors import UserError
     expected = []
     for spec in specs:
         try:
             cells = list(expected_evaluations(spec, root))
-        except Exception as e:  # a bad spec must not hide the results that exist
+        except (UserError, OSError) as e:  # a bad spec must not hide the results that exist
             problems.append(Problem("spec_error", f"{type(e).__name__}: {e}", spec))
             continue
         for e in cells:

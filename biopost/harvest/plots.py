@@ -4,6 +4,7 @@ The plotted numbers are written beside each PNG as JSON, so a figure can be chec
 re-drawn elsewhere) without reading pixels. Points are seed aggregates: the mean over seeds,
 with the sd as error bar when there are 2+ seeds and the run's bootstrap ci95 when there is one.
 """
+import hashlib
 import json
 import math
 import multiprocessing
@@ -11,6 +12,7 @@ import os
 import re
 from concurrent.futures import ProcessPoolExecutor
 
+from biopost.files import atomic_path, write_json_atomic
 from biopost.harvest.table import as_number, group_key, members_by_group, stage_rank, value_key
 
 ERROR_BARS = ("sd over seeds where a point has 2+ seeds, else that run's bootstrap ci95; "
@@ -21,8 +23,18 @@ SPLIT_STYLE = {"id": ("-", "o", "ID"), "ood": ("--", "s", "OOD")}  # line, marke
 DODGE_PT, DODGE_WIDTH_PT = 3.0, 30.0  # sideways step between series, and at most in all
 
 
+# A file name may have 255 bytes: a longer stem keeps its start and a hash of the whole name.
+MAX_STEM = 120
+
+
 def file_stem(sweep, axis: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", f"{sweep or 'standalone'}__{axis}")
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{sweep or 'standalone'}__{axis}")
+    if stem.startswith("."):  # not a hidden file (nor `..`)
+        stem = "_" + stem[1:]
+    if len(stem) > MAX_STEM:
+        digest = hashlib.sha256(f"{sweep}\0{axis}".encode("utf-8", "surrogatepass")).hexdigest()
+        stem = f"{stem[:MAX_STEM - 17]}_{digest[:16]}"
+    return stem
 
 
 def axis_scale(axis: str, xs: list) -> str:
@@ -99,7 +111,7 @@ def draw(spec: dict, path: str):
     stages = sorted({s["stage"] for s in series}, key=stage_rank)
 
     def legend_label(s):
-        return s["label"] if len(stages) == 1 else f"{s['stage']}: {s['label']}"
+        return _plain(s["label"] if len(stages) == 1 else f"{s['stage']}: {s['label']}")
     legend = {legend_label(s): None for s in series if s["label"]}  # colours set while drawing
     # Fixed margins in inches instead of a layout engine: constrained layout draws every
     # figure twice, and a sweep tree can have dozens of figures.
@@ -150,20 +162,32 @@ def draw(spec: dict, path: str):
             if s["label"]:
                 legend[legend_label(s)] = color
         ax.autoscale_view()
-        _set_x(ax, scale, [to_plot(x) for x in all_x], [_fmt(x) for x in all_x])
-        ax.set_title(stage, fontsize=10)
-        ax.set_xlabel(axis)
+        _set_x(ax, scale, [to_plot(x) for x in all_x], [_plain(_fmt(x), 24) for x in all_x])
+        ax.set_title(_plain(stage), fontsize=10)
+        ax.set_xlabel(_plain(axis))
         ax.grid(alpha=0.3)
     headline = spec["headline"]
-    axes[0].set_ylabel(headline if isinstance(headline, str) else " / ".join(headline))
+    axes[0].set_ylabel(_plain(headline if isinstance(headline, str) else " / ".join(headline)))
 
     handles = [Line2D([], [], color="0.2", linestyle=st, marker=mk, label=lbl)
                for st, mk, lbl in SPLIT_STYLE.values()]
     handles += [Line2D([], [], color=c, linewidth=3, label=lbl) for lbl, c in legend.items()]
     fig.legend(handles=handles, loc="upper left", fontsize=8, frameon=False, handlelength=3,
                bbox_to_anchor=(1 - (right - 0.1) / width, 1 - top / height))
-    fig.suptitle(f"{spec['sweep'] or 'standalone'}: {axis}", fontsize=11)
-    fig.savefig(path, dpi=100)
+    fig.suptitle(_plain(f"{spec['sweep'] or 'standalone'}: {axis}", 120), fontsize=11)
+    with atomic_path(path) as tmp:  # a killed or failed harvest leaves the earlier PNG
+        fig.savefig(tmp, dpi=100, format="png")
+
+
+def finite(x):
+    """NaN / inf are not JSON (a swept value read from a malformed file may be one): null."""
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, dict):
+        return {k: finite(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [finite(v) for v in x]
+    return x
 
 
 def _palette(n: int) -> list:
@@ -171,6 +195,18 @@ def _palette(n: int) -> list:
     if n <= 10:
         return [colormaps["tab10"](i) for i in range(n)]
     return [colormaps["viridis"](i / (n - 1)) for i in range(n)]
+
+
+def _plain(text: str, limit: int = 60) -> str:
+    """Text as matplotlib draws it literally: `$` escaped (it starts mathtext, and a value like
+    `a$b` would not parse), a lone surrogate and control characters escaped (FreeType takes
+    valid UTF-8 only; a control character has no glyph), cut to `limit` characters (the
+    legend sets the figure width)."""
+    text = str(text).encode("utf-8", "backslashreplace").decode("utf-8")
+    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)  # \n, \x9b: no glyph
+    if len(text) > limit:
+        text = text[:limit - 1] + "…"
+    return text.replace("$", r"\$")
 
 
 def _fmt(x) -> str:
@@ -229,9 +265,7 @@ def write_plots(aggregates: list[dict], rows: list[dict], axes: dict, out: str) 
             used.add(stem)
             spec["png"] = f"{stem}.png"
             jobs.append((spec, os.path.join(out, spec["png"])))
-            with open(os.path.join(out, f"{stem}.json"), "w") as f:
-                json.dump(spec, f, indent=1, allow_nan=False)
-                f.write("\n")
+            write_json_atomic(os.path.join(out, f"{stem}.json"), finite(spec), indent=1)
             written.append(dict(sweep=sweep, axis=axis, png=f"{stem}.png",
                                 json=f"{stem}.json"))
     draw_all(jobs)

@@ -38,5 +38,8 @@ class Problem:
 
 def sort_problems(problems: list[Problem]) -> list[Problem]:
     order = {kind: i for i, kind in enumerate(KINDS)}
-    return sorted(problems, key=lambda p: (order[p.kind], p.sweep or "", p.stage or "",
-                                           p.run_id or "", p.checkpoint or "", p.path or ""))
+
+    def text(x) -> str:  # the fields are strings or None; str() keeps a stray value sortable
+        return x if isinstance(x, str) else "" if x is None else str(x)
+    return sorted(problems, key=lambda p: (order[p.kind], text(p.sweep), text(p.stage),
+                                           text(p.run_id), text(p.checkpoint), text(p.path)))

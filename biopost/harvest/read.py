@@ -18,6 +18,9 @@ STATES = ("running", "done", "failed", "requeued")
 DEFAULT_CHECKPOINT = "last"
 # Never hold a metrics or status file, but a checkpoint folder can hold thousands of files.
 SKIP_DIRS = frozenset({"checkpoints", "logs"})
+# Deeper JSON is refused as invalid: every later step (flattening extras, writing the json
+# output) recurses, and no file the project writes nests more than a few levels.
+MAX_DEPTH = 64
 
 
 @dataclass
@@ -63,6 +66,7 @@ class Status:
     exit_code: int | None = None
     reason: str | None = None
     updated: str | None = None
+    summary: dict | None = None  # what the stage left in train_summary.json (GRPO: reward spread)
 
     @property
     def is_eval(self) -> bool:
@@ -94,9 +98,14 @@ def scan(root: str) -> Scan:
             out.n_metrics_files += 1
         else:
             out.n_status_files += 1
-        doc = _load(path, out.problems)
+        raw_path, path = path, unicode_text(path)  # a non-UTF-8 directory name, escaped
+        doc = _load(raw_path, out.problems, path)
         if doc is None:
             continue
+        doc, escaped = _unicode_doc(doc)
+        if escaped:
+            out.problems.append(Problem("invalid", "text that is not Unicode (a lone surrogate "
+                                                   "escape); kept with it escaped as \\udXXX", path))
         schema = doc.get("schema")
         if schema == METRICS_SCHEMA:
             record = parse_metrics(doc, path, out.problems)
@@ -107,15 +116,49 @@ def scan(root: str) -> Scan:
             if record is not None:
                 out.statuses.append(record)
         else:
-            what = f"schema {schema!r}" if "schema" in doc else "no 'schema' field"
+            what = f"schema {_show(schema)}" if "schema" in doc else "no 'schema' field"
             out.problems.append(Problem("foreign", f"{what}; expected {METRICS_SCHEMA} or "
                                                    f"{STATUS_SCHEMA}", path))
     return out
 
 
-def _load(path: str, problems: list) -> dict | None:
+def unicode_text(text: str) -> str:
+    """`text` without lone surrogates (from a non-UTF-8 file name, or a `\\ud800` escape in a
+    JSON file): each is written as its backslash escape. Every output (md, csv, the plots, the
+    console) then takes it; the json output would too, but the csv's pandas and matplotlib
+    do not."""
     try:
-        with open(path, "rb") as f:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _unicode_doc(value) -> tuple:
+    """(value with every string and key made Unicode, whether anything was escaped). Called
+    after the depth check, so the recursion is bounded."""
+    if isinstance(value, str):
+        clean = unicode_text(value)
+        return clean, clean is not value
+    if isinstance(value, list):
+        pairs = [_unicode_doc(v) for v in value]
+        return [v for v, _ in pairs], any(c for _, c in pairs)
+    if isinstance(value, dict):
+        out, changed = {}, False
+        for k, v in value.items():
+            ck, kc = _unicode_doc(k)
+            cv, vc = _unicode_doc(v)
+            out[ck] = cv
+            changed = changed or kc or vc
+        return out, changed
+    return value, False
+
+
+def _load(path: str, problems: list, shown: str | None = None) -> dict | None:
+    """The JSON object in `path` (problems name it as `shown`), or None with a Problem."""
+    raw_path, path = path, shown or path
+    try:
+        with open(raw_path, "rb") as f:
             raw = f.read()
     except OSError as e:
         problems.append(Problem("corrupt", f"cannot read: {e.strerror or e}", path))
@@ -125,18 +168,75 @@ def _load(path: str, problems: list) -> dict | None:
         return None
     try:
         doc = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as e:  # JSONDecodeError is a ValueError
-        problems.append(Problem("corrupt", f"not valid JSON ({e})", path))
+    except (ValueError, UnicodeDecodeError) as e:  # JSONDecodeError; a 4,300+ digit integer
+        problems.append(Problem("corrupt", f"not valid JSON ({_short(e)})", path))
+        return None
+    except RecursionError:
+        problems.append(Problem("corrupt", "not readable JSON (nested too deeply)", path))
         return None
     if not isinstance(doc, dict):
         problems.append(Problem("corrupt", f"top level is a {type(doc).__name__}, "
                                            "not a JSON object", path))
         return None
+    if _depth(doc) > MAX_DEPTH:
+        problems.append(Problem("invalid", f"JSON nested deeper than {MAX_DEPTH} levels; "
+                                           "skipped", path))
+        return None
     return doc
+
+
+def _short(e: BaseException, limit: int = 200) -> str:
+    text = str(e)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _show(value, limit: int = 120) -> str:
+    """repr() of a value from a file, cut to `limit` characters for a one-line message."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _depth(doc) -> int:
+    """Nesting depth of a JSON value, without recursion."""
+    deepest, stack = 0, [(doc, 1)]
+    while stack:
+        value, d = stack.pop()
+        deepest = max(deepest, d)
+        if d > MAX_DEPTH:
+            break
+        if isinstance(value, dict):
+            stack.extend((v, d + 1) for v in value.values())
+        elif isinstance(value, list):
+            stack.extend((v, d + 1) for v in value)
+    return deepest
+
+
+def label(value) -> str | None:
+    """A field of a Problem: strings as they are, None as None, any other JSON value (a
+    number, a list, an object in a malformed file) as its compact JSON text, cut to 120
+    characters, so that problems always sort and print."""
+    if value is None or isinstance(value, str):
+        return value
+    try:
+        text = json.dumps(value, sort_keys=True, default=str)
+    except (ValueError, TypeError, RecursionError):
+        text = repr(type(value))
+    return text if len(text) <= 120 else text[:117] + "..."
 
 
 def is_number(x) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def is_finite_number(x) -> bool:
+    """A number that is not NaN or infinite and fits a float (JSON integers are unbounded:
+    float(10**400) overflows)."""
+    if not is_number(x):
+        return False
+    try:
+        return math.isfinite(x)
+    except OverflowError:
+        return False
 
 
 def _is_str(x) -> bool:
@@ -149,9 +249,9 @@ def _is_int(x) -> bool:
 
 def parse_metrics(doc: dict, path: str, problems: list) -> Metrics | None:
     def invalid(detail):
-        problems.append(Problem("invalid", detail, path, sweep=doc.get("sweep"),
-                                stage=doc.get("stage"), run_id=doc.get("run_id"),
-                                checkpoint=doc.get("checkpoint")))
+        problems.append(Problem("invalid", detail, path, sweep=label(doc.get("sweep")),
+                                stage=label(doc.get("stage")), run_id=label(doc.get("run_id")),
+                                checkpoint=label(doc.get("checkpoint"))))
 
     missing = [k for k in ("run_id", "stage", "task", "split", "headline", "n", "metrics")
                if k not in doc]
@@ -160,45 +260,45 @@ def parse_metrics(doc: dict, path: str, problems: list) -> Metrics | None:
         return None
     for k in ("run_id", "stage", "task", "headline"):
         if not _is_str(doc[k]):
-            invalid(f"field {k!r} must be a non-empty string, got {doc[k]!r}")
+            invalid(f"field {k!r} must be a non-empty string, got {_show(doc[k])}")
             return None
     if doc["split"] not in SPLITS:
-        invalid(f"split {doc['split']!r} is not one of {', '.join(SPLITS)}")
+        invalid(f"split {_show(doc['split'])} is not one of {', '.join(SPLITS)}")
         return None
     if not _is_int(doc["n"]) or doc["n"] < 0:
-        invalid(f"field 'n' must be a non-negative integer, got {doc['n']!r}")
+        invalid(f"field 'n' must be a non-negative integer, got {_show(doc['n'])}")
         return None
     metrics, headline = doc["metrics"], doc["headline"]
     if not isinstance(metrics, dict):
         invalid("field 'metrics' must be an object")
         return None
     if headline not in metrics:
-        invalid(f"headline {headline!r} missing from metrics")
+        invalid(f"headline {_show(headline)} missing from metrics")
         return None
-    if not is_number(metrics[headline]) or not math.isfinite(metrics[headline]):
-        invalid(f"headline {headline!r} is not a finite number: {metrics[headline]!r}")
+    if not is_finite_number(metrics[headline]):
+        invalid(f"headline {_show(headline)} is not a finite number: {label(metrics[headline])}")
         return None
     sweep, cell, checkpoint = doc.get("sweep"), doc.get("cell") or {}, doc.get("checkpoint")
     if sweep is not None and not _is_str(sweep):
-        invalid(f"field 'sweep' must be a string or null, got {sweep!r}")
+        invalid(f"field 'sweep' must be a string or null, got {_show(sweep)}")
         return None
     if not isinstance(cell, dict):
-        invalid(f"field 'cell' must be an object, got {cell!r}")
+        invalid(f"field 'cell' must be an object, got {_show(cell)}")
         return None
     if checkpoint is None:
         checkpoint = DEFAULT_CHECKPOINT
     elif not _is_str(checkpoint):
-        invalid(f"field 'checkpoint' must be a string, got {checkpoint!r}")
+        invalid(f"field 'checkpoint' must be a string, got {_show(checkpoint)}")
         return None
     seed = doc.get("seed")
     if seed is not None and not _is_int(seed):
-        invalid(f"field 'seed' must be an integer, got {seed!r}")
+        invalid(f"field 'seed' must be an integer, got {_show(seed)}")
         return None
 
     # Optional extras: a malformed one is reported and ignored, the result is still used.
     n_unparsed = doc.get("n_unparsed")
     if n_unparsed is not None and not _is_int(n_unparsed):
-        invalid(f"field 'n_unparsed' ignored: not an integer ({n_unparsed!r})")
+        invalid(f"field 'n_unparsed' ignored: not an integer ({_show(n_unparsed)})")
         n_unparsed = None
     ci95 = {}
     raw_ci = doc.get("ci95") or {}
@@ -207,10 +307,10 @@ def parse_metrics(doc: dict, path: str, problems: list) -> Metrics | None:
         raw_ci = {}
     for name, interval in raw_ci.items():
         if (isinstance(interval, (list, tuple)) and len(interval) == 2
-                and all(is_number(v) and math.isfinite(v) for v in interval)):
+                and all(is_finite_number(v) for v in interval)):
             ci95[name] = list(interval)
         else:
-            invalid(f"ci95[{name!r}] ignored: not a [lo, hi] pair of numbers ({interval!r})")
+            invalid(f"ci95[{_show(name)}] ignored: not a [lo, hi] pair of numbers ({_show(interval)})")
     modality = doc.get("modality")
     return Metrics(path=path, sweep=sweep, stage=doc["stage"], run_id=doc["run_id"],
                    checkpoint=checkpoint, split=doc["split"], task=doc["task"],
@@ -221,8 +321,8 @@ def parse_metrics(doc: dict, path: str, problems: list) -> Metrics | None:
 
 def parse_status(doc: dict, path: str, problems: list) -> Status | None:
     def invalid(detail):
-        problems.append(Problem("invalid", detail, path, sweep=doc.get("sweep"),
-                                stage=doc.get("stage"), run_id=doc.get("run_id")))
+        problems.append(Problem("invalid", detail, path, sweep=label(doc.get("sweep")),
+                                stage=label(doc.get("stage")), run_id=label(doc.get("run_id"))))
 
     missing = [k for k in ("stage", "run_id", "state") if k not in doc]
     if missing:
@@ -230,31 +330,47 @@ def parse_status(doc: dict, path: str, problems: list) -> Status | None:
         return None
     for k in ("stage", "run_id"):
         if not _is_str(doc[k]):
-            invalid(f"field {k!r} must be a non-empty string, got {doc[k]!r}")
+            invalid(f"field {k!r} must be a non-empty string, got {_show(doc[k])}")
             return None
     if doc["state"] not in STATES:
-        invalid(f"state {doc['state']!r} is not one of {', '.join(STATES)}")
+        invalid(f"state {_show(doc['state'])} is not one of {', '.join(STATES)}")
         return None
     sweep = doc.get("sweep")
     if sweep is not None and not _is_str(sweep):
-        invalid(f"field 'sweep' must be a string or null, got {sweep!r}")
+        invalid(f"field 'sweep' must be a string or null, got {_show(sweep)}")
         return None
     target = None
     if doc["stage"] == "eval":
         t = doc.get("target")
         if not (isinstance(t, dict) and _is_str(t.get("stage")) and _is_str(t.get("run_id"))):
             invalid("an evaluation status needs target {stage, run_id[, checkpoint]}, "
-                    f"got {t!r}")
+                    f"got {_show(t)}")
             return None
-        labels = [c.strip() for c in str(t.get("checkpoint") or "").split(",") if c.strip()]
+        checkpoint = t.get("checkpoint")
+        if checkpoint is not None and not isinstance(checkpoint, str):
+            invalid(f"target checkpoint must be a string (labels joined by commas), got "
+                    f"{_show(checkpoint)}")
+            return None
+        labels = [c.strip() for c in (checkpoint or "").split(",") if c.strip()]
         target = (t["stage"], t["run_id"], tuple(labels or [DEFAULT_CHECKPOINT]))
-    cell = doc.get("cell") if isinstance(doc.get("cell"), dict) else {}
-    seed = doc.get("seed") if _is_int(doc.get("seed")) else None
+    # Optional fields: a malformed one is reported and ignored, the status is still used.
+    cell = doc.get("cell")
+    if cell is not None and not isinstance(cell, dict):
+        invalid(f"field 'cell' ignored: not an object ({_show(cell)})")
+    cell = cell if isinstance(cell, dict) else {}
+    seed = doc.get("seed")
+    if seed is not None and not _is_int(seed):
+        invalid(f"field 'seed' ignored: not an integer ({_show(seed)})")
+        seed = None
     exit_code = doc.get("exit_code") if _is_int(doc.get("exit_code")) else None
     job_id = doc.get("job_id")
+    if job_id is not None and not isinstance(job_id, (str, int)):
+        invalid(f"field 'job_id' ignored: not a string ({_show(job_id)})")
+        job_id = None
     return Status(path=path, sweep=sweep, stage=doc["stage"], run_id=doc["run_id"],
                   state=doc["state"], target=target, skipped=doc.get("skipped") is True,
                   cell=cell, seed=seed,
                   job_id=None if job_id is None else str(job_id), exit_code=exit_code,
                   reason=doc.get("reason") if isinstance(doc.get("reason"), str) else None,
-                  updated=doc.get("updated") if isinstance(doc.get("updated"), str) else None)
+                  updated=doc.get("updated") if isinstance(doc.get("updated"), str) else None,
+                  summary=doc.get("summary") if isinstance(doc.get("summary"), dict) else None)

@@ -10,6 +10,7 @@ import os
 
 import pandas as pd
 
+from biopost.files import ensure_dir, write_json_atomic, write_text_atomic
 from biopost.harvest.collect import Harvest
 from biopost.harvest.plots import write_plots
 from biopost.harvest.problems import KINDS
@@ -21,8 +22,11 @@ STEM = "results_id_ood"
 
 
 def write(h: Harvest, out: str) -> dict:
-    """Write everything under out; return {what: path}."""
-    os.makedirs(out, exist_ok=True)
+    """Write everything under out; return {what: path}. Each file is replaced atomically
+    (biopost.files): a reader, or a harvest killed half-way, leaves every output either the
+    earlier complete file or the new one. A full disk or an unwritable --out raises
+    OutputError naming the file."""
+    ensure_dir(out)
     plots = write_plots(h.aggregates, h.rows, h.axes, out)
     paths = dict(md=os.path.join(out, f"{STEM}.md"), json=os.path.join(out, f"{STEM}.json"),
                  csv=os.path.join(out, f"{STEM}.csv"),
@@ -30,11 +34,10 @@ def write(h: Harvest, out: str) -> dict:
     _csv(h.rows, row_columns(h), paths["csv"])
     _csv(h.aggregates, aggregate_columns(h), paths["seeds_csv"])
     created = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-    with open(paths["json"], "w") as f:
-        json.dump(_finite(_json_doc(h, plots, created)), f, indent=1, allow_nan=False)
-        f.write("\n")
-    with open(paths["md"], "w", encoding="utf-8") as f:  # ±, —: not ASCII
-        f.write(markdown(h, plots, created))
+    write_json_atomic(paths["json"], _finite(_json_doc(h, plots, created)), indent=1)
+    # ±, —: not ASCII. backslashreplace: a lone surrogate (from a non-UTF-8 file name under
+    # --root, or a malformed file's text) is written visibly instead of failing the harvest.
+    write_text_atomic(paths["md"], markdown(h, plots, created), errors="backslashreplace")
     return paths
 
 
@@ -66,7 +69,7 @@ def _csv(records: list[dict], columns: list[str], path: str):
         return json.dumps(v) if isinstance(v, (list, dict)) else v
     frame = pd.DataFrame([[cell(r.get(c)) for c in columns] for r in records],
                          columns=columns, dtype=object)
-    frame.to_csv(path, index=False)
+    write_text_atomic(path, frame.to_csv(index=False), errors="backslashreplace")
 
 
 def _finite(x):

@@ -43,17 +43,13 @@ def stage_rank(stage) -> tuple:
 
 def as_number(value) -> float | None:
     """The value as a float when it is numeric (YAML reads `1e-4` as a string), else None."""
-    if isinstance(value, bool):
+    if isinstance(value, bool) or not (is_number(value) or isinstance(value, str)):
         return None
-    if is_number(value):
-        return float(value)
-    if isinstance(value, str):
-        try:
-            x = float(value)
-        except ValueError:
-            return None
-        return x if math.isfinite(x) else None
-    return None
+    try:
+        x = float(value)
+    except (ValueError, OverflowError):  # not a number; an integer beyond a float's range
+        return None
+    return x if math.isfinite(x) else None  # NaN / inf: plotted as a category, not a position
 
 
 def value_key(value) -> tuple:
@@ -216,6 +212,7 @@ def _row(c: _Cell, problems: list) -> dict:
                                 f"{', '.join(missing)}", _first(m.path for m in present),
                                 **c.where))
         notes.append("no " + "/".join(missing))
+    notes += _signal_notes(c.train, present)
     row["notes"] = "; ".join(notes) or None
 
     for m in present:
@@ -223,6 +220,23 @@ def _row(c: _Cell, problems: list) -> dict:
     for m in present:
         row[f"path_{m.split}"] = m.path
     return row
+
+
+def _signal_notes(train: Status | None, present: list[Metrics]) -> list[str]:
+    """Notes for numbers that look like results but are not: a GRPO run whose every group had
+    zero reward spread in every step (zero advantages: the policy term never moved it, so its
+    metrics are about those of its initial model), and an evaluation that parsed no answer for
+    more than half of its examples (its accuracy then measures the output format, not the task)."""
+    notes = []
+    summary = train.summary if train is not None else None
+    if isinstance(summary, dict) and summary.get("no_learning_signal") is True:
+        steps = summary.get("steps")
+        notes.append("no learning signal" + (f" (zero reward std in every group of all {steps} steps)"
+                                             if is_number(steps) else ""))
+    for m in present:
+        if m.n_unparsed is not None and m.n and m.n_unparsed > m.n / 2:
+            notes.append(f"{m.split}: {m.n_unparsed}/{m.n} unparsed")
+    return notes
 
 
 def _status_detail(s: Status, what: str) -> str:

@@ -16,6 +16,8 @@ from pathlib import Path
 from biopost.sweeps import slurm
 from biopost.sweeps.ledger import submit_lock
 from biopost.sweeps.plan import Options, Plan, default_cluster_env
+from biopost.errors import UserError
+from biopost.files import ensure_dir, write_text_atomic
 from biopost.sweeps.spec import SpecError, default_work_root, load_spec
 from biopost.sweeps.status import ACTIVE_JOB_STATES, SCHEMA, log_tail, now_iso, write_json_atomic
 
@@ -195,11 +197,11 @@ def submit_slurm(plan: Plan, out=print) -> int:
         return 0
     ledger = plan.ledger
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    (plan.options.work_root / plan.spec.name / "logs").mkdir(parents=True, exist_ok=True)
+    ensure_dir(plan.options.work_root / plan.spec.name / "logs")
     for job in plan.jobs:
         manifest_path, script_path = plan.job_files(job, stamp)
         write_json_atomic(manifest_path, plan.manifest(job))
-        script_path.write_text(plan.script(job, manifest_path))
+        write_text_atomic(script_path, plan.script(job, manifest_path))
         job.job_id = slurm.sbatch(script_path)
         output = plan.sbatch_output(job)
         ledger.record(job.job_id, job.label, {c.task_id: c.label for c in job.cells},
@@ -350,8 +352,8 @@ def _dispatch(args) -> int:
     except SpecError as e:
         print(f"biopost sweep: {e}", file=sys.stderr)
         return 2
-    except slurm.SlurmError as e:
-        print(f"biopost sweep: {e}", file=sys.stderr)
+    except UserError as e:  # SlurmError, OutputError (full disk, read-only work root), ...
+        print(f"biopost sweep: error: {e}", file=sys.stderr)
         return 1
 
 

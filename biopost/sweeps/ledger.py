@@ -12,9 +12,15 @@ import json
 from contextlib import contextmanager
 from pathlib import Path
 
+from biopost.errors import UserError
+from biopost.files import OutputError, ensure_dir
 from biopost.sweeps.status import now_iso, write_json_atomic
 
 SCHEMA = "biopost.jobs/v1"
+
+
+class LedgerError(UserError, RuntimeError):
+    """A job ledger that cannot be read; the message names the file."""
 
 
 def state_dir(work_root, sweep: str) -> Path:
@@ -27,13 +33,20 @@ class Ledger:
         self.cells: dict = {}
         self.jobs: list = []
         try:
-            data = json.loads(self.path.read_text())
+            data = json.loads(self.path.read_bytes())
         except FileNotFoundError:
             return
-        except (OSError, ValueError) as e:
-            raise RuntimeError(f"unreadable job ledger {self.path}: {e}") from None
-        self.cells = dict(data.get("cells") or {})
-        self.jobs = list(data.get("jobs") or [])
+        except OSError as e:
+            raise LedgerError(f"unreadable job ledger {self.path}: {e.strerror or e}") from None
+        except (ValueError, RecursionError) as e:  # not JSON (or not UTF-8)
+            raise LedgerError(f"unreadable job ledger {self.path}: not valid JSON ({e}); "
+                              "move it aside to start a fresh one") from None
+        cells, jobs = (data.get("cells"), data.get("jobs")) if isinstance(data, dict) else (0, 0)
+        if not isinstance(cells, (dict, type(None))) or not isinstance(jobs, (list, type(None))):
+            raise LedgerError(f"unreadable job ledger {self.path}: expected an object with "
+                              "'cells' (an object) and 'jobs' (a list)")
+        self.cells = dict(cells or {})
+        self.jobs = list(jobs or [])
 
     def job_for(self, label: str) -> str | None:
         entry = self.cells.get(label)
@@ -60,8 +73,12 @@ class Ledger:
 def submit_lock(work_root, sweep: str):
     """One `submit` of a sweep at a time (a second one waits)."""
     path = state_dir(work_root, sweep) / "submit.lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as f:
+    ensure_dir(path.parent)
+    try:
+        f = open(path, "a")  # "a": never truncates; the lock is the flock, not the content
+    except OSError as e:
+        raise OutputError(path, e) from None
+    with f:
         fcntl.flock(f, fcntl.LOCK_EX)
         try:
             yield

@@ -13,7 +13,7 @@ import time
 from biopost.sweeps.plan import Plan, dependencies
 from biopost.sweeps.runner import run_task
 from biopost.sweeps.status import read_status
-from biopost.train.signals import REQUEUE_EXIT_CODE
+from biopost.signals import REQUEUE_EXIT_CODE
 
 MAX_REQUEUES = 3
 

@@ -27,10 +27,12 @@ import sys
 import time
 from pathlib import Path
 
+from biopost.errors import UserError
+from biopost.files import ensure_dir
 from biopost.sweeps.plan import upstream_hash_now
 from biopost.sweeps.status import (SCHEMA, local_job_id, now_iso, output_hash, read_status,
                                    write_json_atomic)
-from biopost.train.signals import REQUEUE_EXIT_CODE
+from biopost.signals import REQUEUE_EXIT_CODE
 
 # SLURM's time-limit warning (--signal=USR1@N), preemption and `scontrol requeue` (SIGTERM).
 # SIGINT (Ctrl-C of the local executor) reaches the stage from the terminal by itself: only noted.
@@ -53,7 +55,8 @@ def clear_outputs(entry: dict) -> list:
     if entry["kind"] == "eval":
         paths = [run_dir / "eval" / d for d in entry["eval_dirs"]]
     else:
-        paths = [run_dir / "checkpoints", run_dir / "final", run_dir / "train_log.jsonl"]
+        paths = [run_dir / "checkpoints", run_dir / "final", run_dir / "train_log.jsonl",
+                 run_dir / "train_summary.json"]
     removed = []
     for p in paths:
         if p.is_symlink() or p.is_file():
@@ -64,6 +67,18 @@ def clear_outputs(entry: dict) -> list:
             continue
         removed.append(str(p))
     return removed
+
+
+def stage_summary(run_dir) -> dict | None:
+    """The summary a finished stage left in <run dir>/train_summary.json (GRPO: steps, fraction of
+    steps with zero reward spread, mean reward; biopost/train/grpo_summary.py), for status.json's
+    `summary`; None when there is none or it is not a JSON object (the cell is still done)."""
+    path = Path(run_dir) / "train_summary.json"
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def best_text_model(data: dict, runs: list) -> str:
@@ -117,7 +132,7 @@ def run_task(entry: dict, repo_root: str, stop=None) -> int:
     try:
         status_path = Path(entry["status_path"])
         job_id, log_path = job_id_and_log(entry)
-        log_path.parent.mkdir(parents=True, exist_ok=True)
+        ensure_dir(log_path.parent)
         prev = read_status(status_path) or {}
         started_mono = time.monotonic()
         carried = float(prev.get("elapsed_s") or 0) if prev.get("state") == "requeued" else 0.0
@@ -190,7 +205,9 @@ def run_task(entry: dict, repo_root: str, stop=None) -> int:
             say(f"exit code {rc}")
             if rc == 0:
                 kind = "eval" if entry["kind"] == "eval" else "train"
-                return finish("done", 0, output_hash=output_hash(entry["run_dir"], kind, entry.get("eval_dirs", [])))
+                extra = {"summary": summary} if kind == "train" and (summary := stage_summary(entry["run_dir"])) else {}
+                return finish("done", 0, output_hash=output_hash(entry["run_dir"], kind, entry.get("eval_dirs", [])),
+                              **extra)
             if rc == REQUEUE_EXIT_CODE:
                 return finish("requeued", rc, "checkpointed after a signal; requeued")
             return finish("failed", rc, f"exit code {rc}")
@@ -212,7 +229,11 @@ def main(argv=None) -> int:
     if entry is None:
         print(f"{args.manifest}: no task {args.index}", file=sys.stderr)
         return 2
-    rc = run_task(entry, manifest["repo_root"])
+    try:
+        rc = run_task(entry, manifest["repo_root"])
+    except UserError as e:  # OutputError: status.json or the log cannot be written
+        print(f"biopost runner: error: {entry['label']}: {e}", file=sys.stderr)
+        return 1
     if rc not in (0, REQUEUE_EXIT_CODE):
         print(f"biopost runner: {entry['label']} failed (exit {rc}); log: "
               f"{job_id_and_log(entry)[1]}", file=sys.stderr)

@@ -24,10 +24,11 @@ import shlex
 import shutil
 import subprocess
 
-from biopost.train.signals import REQUEUE_EXIT_CODE
+from biopost.errors import UserError
+from biopost.signals import REQUEUE_EXIT_CODE
 
 
-class SlurmError(RuntimeError):
+class SlurmError(UserError, RuntimeError):
     pass
 
 

@@ -22,10 +22,11 @@ import hashlib
 import json
 import os
 import socket
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from biopost.files import write_json_atomic as _write_json_atomic
 
 SCHEMA = "biopost.status/v1"
 RERUN_STATES = ("failed", "lost", "stale", "cancelled", "new")
@@ -40,24 +41,10 @@ def now_iso() -> str:
 
 
 def write_json_atomic(path, data) -> None:
-    """Write JSON so that readers see the old file or the new one, never a partial one:
-    a temp file in the same directory, fsync, then rename over the target."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=1, sort_keys=True)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    """Write JSON so that readers see the old file or the new one, never a partial one, with
+    the mode a plain open() gives (0o666 & ~umask: other users of the tree can read it); a
+    full disk or unwritable directory is an OutputError naming the path (biopost.files)."""
+    _write_json_atomic(path, data, indent=1, sort_keys=True, allow_nan=True)
 
 
 def read_status(path) -> dict | None:

@@ -2,9 +2,11 @@
 
 A checkpoint directory `checkpoints/step-NNNNNNNN/` holds the model part (written by the
 model's own `save`), `optimizer.pt`, `scheduler.pt`, `rng.pt` and `trainer_state.json`.
-It is written under a temporary name and renamed when complete, then `checkpoints/last` is
-re-pointed atomically, so a job killed mid-save resumes from the previous complete one.
-Tensors are read back with `torch.load(weights_only=True)` only.
+It is written under a temporary name, fsynced and renamed when complete, then
+`checkpoints/last` is re-pointed atomically, so a job killed mid-save resumes from the previous
+complete one. A full disk (or an unwritable run directory) during the save is an OutputError
+naming the file and errno (biopost.files), the partial directory is removed and the earlier
+checkpoints stay as they were. Tensors are read back with `torch.load(weights_only=True)` only.
 """
 from __future__ import annotations
 
@@ -17,6 +19,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from biopost.errors import CheckpointError, MissingCheckpointError
+from biopost.files import OutputError, fsync_dir, fsync_tree, output_error, write_text_atomic
 
 STEP_PREFIX = "step-"
 
@@ -80,20 +85,41 @@ def save_checkpoint(run_dir, step: int, save_model, optimizer, scheduler, state:
     final = step_dir(run_dir, step)
     partial = final.with_name(final.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
-    save_model(partial)
-    torch.save(optimizer.state_dict(), partial / "optimizer.pt")
-    torch.save(scheduler.state_dict(), partial / "scheduler.pt")
-    torch.save(capture_rng(), partial / "rng.pt")
-    state = dict(state, step=step, fingerprint=fingerprint(partial))
-    (partial / "trainer_state.json").write_text(json.dumps(state, indent=1, sort_keys=True))
+    try:
+        partial.mkdir(parents=True)
+        save_model(partial)
+        save_torch(optimizer.state_dict(), partial / "optimizer.pt")
+        save_torch(scheduler.state_dict(), partial / "scheduler.pt")
+        save_torch(capture_rng(), partial / "rng.pt")
+        state = dict(state, step=step, fingerprint=fingerprint(partial))
+        write_text_atomic(partial / "trainer_state.json", json.dumps(state, indent=1, sort_keys=True))
+        fsync_tree(partial)
+    except Exception as e:  # noqa: BLE001 - a file-system error becomes OutputError, others re-raise
+        shutil.rmtree(partial, ignore_errors=True)
+        err = output_error(e, partial)
+        if err is None:
+            raise
+        raise err from None
     if final.exists():
         shutil.rmtree(final)
     os.replace(partial, final)
+    fsync_dir(final.parent)
     for label in labels:
         point_label(run_dir, label, final)
     prune(run_dir, keep_last)
     return final
+
+
+def save_torch(obj, path: Path) -> None:
+    """torch.save into a file we opened: a full disk then raises OSError(ENOSPC) naming the
+    file, where torch.save to a path reports "enforce fail ... unexpected pos"."""
+    try:
+        with open(path, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as e:
+        raise OutputError(path, e) from None
 
 
 def labelled_targets(run_dir) -> set:
@@ -129,9 +155,9 @@ def read_trainer_state(ckpt) -> dict:
     try:
         return json.loads(path.read_text())
     except FileNotFoundError:
-        raise FileNotFoundError(f"{ckpt}: not a training checkpoint (no trainer_state.json)") from None
+        raise MissingCheckpointError(f"{ckpt}: not a training checkpoint (no trainer_state.json)") from None
     except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: corrupt trainer state ({e})") from None
+        raise CheckpointError(f"{path}: corrupt trainer state ({e})") from None
 
 
 def load_optimizer_state(ckpt, optimizer, scheduler, restore_random_state: bool = True) -> dict:
@@ -153,5 +179,5 @@ def resolve_resume(resume: str, run_dir) -> Path | None:
         return latest_checkpoint(run_dir)
     path = Path(value)
     if not (path / "trainer_state.json").is_file():
-        raise FileNotFoundError(f"--resume {value}: not a checkpoint directory (no trainer_state.json)")
+        raise MissingCheckpointError(f"--resume {value}: not a checkpoint directory (no trainer_state.json)")
     return path.resolve()

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Optional
 
 from biopost.config import ConfigError, F, save_config
+from biopost.files import fsync_tree, output_error, write_json_atomic
 from biopost.data.text import (BlockStream, TextDataError, TextSource, count_tokens, make_encoder, pack,
                                read_documents, separator_id)
 from biopost.train.schedule import SCHEDULES
@@ -124,7 +125,7 @@ def train_cpt(cfg: CPTConfig) -> int:
     from biopost.train.device import autocast, deterministic_on_cpu, pick_device, seed_everything
     from biopost.train.log import JsonlLog
     from biopost.train.schedule import lr_multiplier
-    from biopost.train.signals import REQUEUE_EXIT_CODE, StopFlag
+    from biopost.signals import REQUEUE_EXIT_CODE, StopFlag
 
     check_config(cfg)
     out = Path(cfg.output_dir)
@@ -354,8 +355,16 @@ def export_final(model, tokenizer, final: Path, lora: bool) -> None:
     shutil.rmtree(tmp, ignore_errors=True)
     export = model.merge_and_unload() if lora else model
     export.config.use_cache = True  # downstream generation wants the KV cache back
-    export.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
+    try:
+        export.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        fsync_tree(tmp)
+    except Exception as e:  # noqa: BLE001 - only file-system errors are turned into OutputError
+        shutil.rmtree(tmp, ignore_errors=True)
+        err = output_error(e, tmp)
+        if err is None:
+            raise
+        raise err from None
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
@@ -378,6 +387,5 @@ def _read_metrics_step(path: Path):
 
 
 def _write_json_atomic(path: Path, data: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1) + "\n")
-    os.replace(tmp, path)
+    # allow_nan: a diverged run's eval loss is NaN, and its metrics file must still be written
+    write_json_atomic(path, data, indent=1, allow_nan=True)

@@ -21,12 +21,13 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
 from pathlib import Path
 
 import yaml
 
+from biopost.errors import UserError
+from biopost.files import write_json_atomic
 from biopost.train.cpt import METRICS_FILE  # cpt.py imports torch only inside train_cpt
 
 
@@ -124,11 +125,11 @@ def main(argv=None) -> int:
     result = select_best(args.runs)
     print(format_table(result))
     if args.out:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(out.name + ".tmp")
-        tmp.write_text(json.dumps(result, indent=1) + "\n")
-        os.replace(tmp, out)
+        try:  # atomic, 0o666 & ~umask; a full disk is one error line
+            write_json_atomic(args.out, result, indent=1, allow_nan=True)
+        except UserError as e:
+            print(f"biopost cpt select-best: error: {e}", file=sys.stderr)
+            return 1
     return 0 if result["best"] else 1
 
 
