@@ -8,7 +8,6 @@ Writes <run_dir>/eval/<split>[@<label>]/{metrics.json,predictions.jsonl}.
 """
 import sys
 
-import bioreason  # noqa: F401  (registers the DNA tasks)
 from biopost.eval.run import main
 
 if __name__ == "__main__":

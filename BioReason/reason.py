@@ -12,7 +12,6 @@ import argparse
 import json
 import sys
 
-import bioreason  # noqa: F401  (registers the DNA tasks)
 
 
 def main(argv=None) -> int:
@@ -33,9 +32,22 @@ def main(argv=None) -> int:
     p.add_argument("--batch_size", type=int, default=8)
     p.add_argument("--max_length_dna", type=int, default=0, help="centre-crop longer sequences (0 = off)")
     p.add_argument("--device", default="auto")
+    p.add_argument("--engine", default="hf", help="generation engine (registered: hf)")
+    p.add_argument("--trust_remote_code", action="store_true",
+                   help="allow a checkpoint whose models ship their own code (only one you trust)")
     args = p.parse_args(argv)
+    from biopost.errors import UserError
+    try:
+        return reason(p, args)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
 
-    from biopost.data.io import DataError, Source
+
+def reason(p, args) -> int:
+    from collections import Counter
+
+    from biopost.data.io import Source
     from biopost.data.schema import Truncation, validate_row
     from biopost.tasks import get_task
     task = get_task(args.task)
@@ -48,38 +60,33 @@ def main(argv=None) -> int:
     else:
         p.error("give --input_jsonl, or all of --reference_sequence, --variant_sequence and --question")
     schema = task.schema.__class__(name=task.schema.name, text=("question",), sequences=task.schema.sequences)
-    rows = []
-    try:
-        for row, src in raw:
-            rows.append(validate_row(row, schema, src, {"dna": Truncation(args.max_length_dna)}, __import__("collections").Counter()))
-    except DataError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    truncation = {task.modality: Truncation(args.max_length_dna)}
+    rows = [validate_row(row, schema, src, truncation, Counter()) for row, src in raw]
 
     from biopost.data.examples import encode_prompt
     from biopost.encoders.cache import EmbeddingCache
-    from biopost.eval.parse import extract_answer, split_reasoning
-    from biopost.generate import SamplingConfig, generate
+    from biopost.eval.parse import split_reasoning
+    from biopost.eval.run import cache_lookup
+    from biopost.generate import SamplingConfig
+    from biopost.generate.engine import ENGINES, build_engine
     from biopost.model.bio_model import BioReasoningModel
     from biopost.train.device import autocast, base_dtype, pick_device
+    ENGINES.get(args.engine)  # an unknown engine fails before the model loads
     device = pick_device(args.device)
-    try:
-        model = BioReasoningModel.load(args.checkpoint, device=device, dtype=base_dtype(device)).eval()
-    except (FileNotFoundError, ValueError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    model = BioReasoningModel.load(args.checkpoint, device=device, dtype=base_dtype(device),
+                                   trust_remote_code=args.trust_remote_code).eval()
     caches = {m: EmbeddingCache(enc) for m, enc in model.encoders.items()}
+    engine = build_engine(args.engine, model, cache_lookup(caches), device=device,
+                          autocast_ctx=lambda: autocast(device))
     examples = [encode_prompt(model, task, row, fallback_id=f"row {i + 1}") for i, row in enumerate(rows)]
     cfg = SamplingConfig(max_new_tokens=args.max_new_tokens, do_sample=args.do_sample, temperature=args.temperature,
                          top_p=args.top_p, top_k=args.top_k, seed=args.seed)
     out = open(args.output_jsonl, "w") if args.output_jsonl else None
     for start in range(0, len(examples), args.batch_size):
         chunk = examples[start:start + args.batch_size]
-        for ex, row, gen in zip(chunk, rows[start:start + args.batch_size],
-                                generate(model, chunk, lambda m, s: caches[m].get(s), cfg, device=device,
-                                         autocast_ctx=autocast(device))):
+        for ex, row, gen in zip(chunk, rows[start:start + args.batch_size], engine.generate(chunk, cfg)):
             reasoning, _ = split_reasoning(gen.text)
-            answer = extract_answer(gen.text)
+            answer = task.parse(gen.text)
             print(f"=== {ex.id}")
             print(f"reasoning:\n{(reasoning or '').strip() or '(no think block)'}")
             print(f"answer: {answer if answer is not None else '(unparsed)'}"

@@ -7,7 +7,6 @@ means "checkpointed after SIGTERM/SIGUSR1, requeue me"; rerunning the same comma
 """
 import sys
 
-import bioreason  # noqa: F401  (registers the DNA tasks)
 from biopost.train.sft import main
 
 if __name__ == "__main__":

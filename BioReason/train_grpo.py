@@ -8,8 +8,6 @@ Exit code 75 means "checkpointed after SIGTERM/SIGUSR1, requeue me"; rerunning t
 """
 import sys
 
-import bioreason  # noqa: F401  (registers the DNA tasks)
-import bioreason.rewards  # noqa: F401  (registers correctness, format, concise)
 from biopost.train.grpo import main
 
 if __name__ == "__main__":

@@ -61,7 +61,6 @@ def main():
                    "(torch.profiler) and write the op tables to this file")
     args = p.parse_args()
 
-    import bioreason  # noqa: F401  (registers the kegg task)
     from biopost.data.examples import collate, encode_prompt
     from biopost.data.io import load_split_rows
     from biopost.encoders.cache import EmbeddingCache

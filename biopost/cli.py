@@ -8,7 +8,8 @@ import sys
 
 GROUPS = {
     # name: (module with a main(argv) function, one-line help)
-    "data": ("biopost.data.cli", "synthetic data generators and data validation"),
+    "data": ("biopost.data.cli", "data validation and the modalities' data commands (synthetic data, splits)"),
+    "eval": ("biopost.eval.cli", "the modalities' evaluation commands (e.g. GO metrics of prediction files)"),
     "sweep": ("biopost.sweeps.cli", "plan / submit / status / cancel declarative sweeps"),
     "harvest": ("biopost.harvest.cli", "merge every cell's metrics.json into ID/OOD tables and plots"),
     "cpt": ("biopost.train.cpt_cli", "continued pre-training helpers (select-best)"),

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Rebuild biopost/resources/dna/ba000025_gene_windows.fa.gz (not used at run time).
+"""Rebuild BioReason/bioreason/resources/dna/ba000025_gene_windows.fa.gz (not used at run time).
 
 Source: GenBank BA000025.2 (Homo sapiens chromosome 6p21.3, HLA class I region), as shipped in
 EMBOSS 6.6.0 test data and collected in bio-post's shared fixtures (human_dna.fa.gz and

@@ -43,7 +43,7 @@ def repo_root():
 @pytest.fixture(scope="session")
 def synth_data(tmp_path_factory):
     """The default synthetic KEGG splits, as `biopost data synth-kegg --seed 0` writes them."""
-    from biopost.data.synth_kegg import SynthConfig, generate, write
+    from bioreason.synth_kegg import SynthConfig, generate, write
     out = tmp_path_factory.mktemp("kegg_synth")
     cfg = SynthConfig(seed=0)
     write(out, generate(cfg), cfg)
@@ -53,7 +53,6 @@ def synth_data(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_sft_run(tmp_path_factory, synth_data, biopost_cache):
     """The tiny SFT of BioReason/configs/sft_tiny.yaml, trained once (about a minute)."""
-    import bioreason  # noqa: F401
     from biopost.config import from_dict, load_yaml
     from biopost.train.sft import SFTConfig, train_sft
     out = tmp_path_factory.mktemp("sft_tiny")

@@ -1,14 +1,14 @@
 """The chat formatter supervises exactly the assistant span, and text truncation never cuts bio tokens."""
 import pytest
 
-from biopost.data.chat import BIO_TOKENS, IGNORE_INDEX, encode, render
+from biopost.data.chat import IGNORE_INDEX, bio_tokens, encode, render
+from biopost.modality import MODALITIES, all_bio_tokens
 
 
 @pytest.fixture(scope="module")
 def tok():
     from transformers import AutoTokenizer
 
-    from biopost.data.chat import all_bio_tokens
     from biopost.model.tiny import resolve_model_path
     t = AutoTokenizer.from_pretrained(resolve_model_path("biopost-tiny/qwen3"))
     t.add_tokens(all_bio_tokens(), special_tokens=True)
@@ -16,8 +16,8 @@ def tok():
 
 
 def ids_of(tok):
-    bio = set(tok.convert_tokens_to_ids([x for trip in BIO_TOKENS.values() for x in trip]))
-    pads = {m: tok.convert_tokens_to_ids(t[1]) for m, t in BIO_TOKENS.items()}
+    bio = set(tok.convert_tokens_to_ids(all_bio_tokens()))
+    pads = {m: tok.convert_tokens_to_ids(bio_tokens(m)[1]) for m in MODALITIES.names()}
     return bio, pads
 
 
@@ -34,7 +34,7 @@ def messages(answer=ASSISTANT):
 
 def test_render_matches_qwen3_chatml():
     r = render(messages(), lambda item: 3)
-    begin, pad, end = BIO_TOKENS["dna"]
+    begin, pad, end = bio_tokens("dna")
     assert r.text == ("<|im_start|>system\nYou are a geneticist.<|im_end|>\n"
                       f"<|im_start|>user\nReference: {begin}{pad * 3}{end}\nQuestion: which disease?<|im_end|>\n"
                       f"<|im_start|>assistant\n{ASSISTANT}<|im_end|>\n")

@@ -7,11 +7,10 @@ from collections import Counter
 
 import pytest
 
-import bioreason  # noqa: F401
 from biopost.data.examples import load_task_data
 from biopost.data.io import DataError, load_split_rows
 from biopost.data.schema import Truncation, fraction_subset, validate_rows
-from biopost.data.synth_kegg import DISEASES, MOTIFS, SynthConfig, generate
+from bioreason.synth_kegg import DISEASES, MOTIFS, SynthConfig, generate
 from biopost.tasks import get_task
 
 KEGG = get_task("kegg")

@@ -8,7 +8,6 @@ import torch
 
 from conftest import ROOT, run_script
 
-import bioreason  # noqa: F401
 from biopost.data.examples import encode_prompt
 from biopost.data.io import load_split_rows
 from biopost.encoders.cache import EmbeddingCache

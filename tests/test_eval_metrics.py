@@ -38,9 +38,8 @@ UNPARSED = "<unparsed>"  # the sentinel the sklearn oracle gets for an unparsed 
      "Parkinson disease"),
     # no `Answer:` after </think>: the first non-empty line
     ("<think>\nreasoning\n</think>\n\n\n  Parkinson disease\nbecause PINK1", "Parkinson disease"),
-    # no think block at all
+    # no think block at all: the `Answer:` tag makes it an answer
     ("Answer: Prion disease", "Prion disease"),
-    ("Prion disease", "Prion disease"),
     # several `Answer:`: the last one; case-insensitive; the answer on the next line
     ("Answer: maybe ALS\nOn reflection,\nANSWER:\n\n  Spinocerebellar ataxia  \nmore text",
      "Spinocerebellar ataxia"),
@@ -71,6 +70,8 @@ def test_extract_answer(completion, answer):
     "<think>\nreasoning\n</think>\n\n<|im_end|>",          # closed, but nothing after it
     "<think>\nreasoning\n</think>\nAnswer:",                # empty answer
     "Answer: **.**",                                        # only wrappers and punctuation
+    "Prion disease",                                        # neither </think> nor Answer:
+    "Parkinson disease\nbecause the variant...",           # a truncated ramble's first line
 ])
 def test_extract_answer_unparsed(completion):
     assert extract_answer(completion) is None

@@ -15,8 +15,6 @@ from safetensors.torch import load_file
 
 from conftest import ROOT, run_script
 
-import bioreason  # noqa: F401
-import bioreason.rewards  # noqa: F401
 from biopost.config import ConfigError, from_dict, load_yaml
 from biopost.data.examples import encode_prompt
 from biopost.data.io import load_split_rows
@@ -27,9 +25,9 @@ from biopost.tasks import get_task
 from biopost.train.grpo import (GRPOConfig, build_micro_batch, completion_logps, compute_advantages, grpo_loss,
                                 policy_lora_rank, train_grpo, validate_config)
 from biopost.train.log import read_log
-from biopost.train.rewards import register_reward
+from biopost.rewards import register_reward
 from biopost.train.sft import SFTConfig, model_spec_from_config, train_sft
-from biopost.train.signals import REQUEUE_EXIT_CODE
+from biopost.signals import REQUEUE_EXIT_CODE
 
 TINY = ROOT / "BioReason/configs/grpo_tiny.yaml"
 KEGG = get_task("kegg")

@@ -20,29 +20,28 @@ import random
 import pytest
 import torch
 
-import bioreason  # noqa: F401
-import bioreason.rewards  # noqa: F401
 from biopost.config import from_dict
 from biopost.data.schema import RowSchema
-from biopost.tasks import Task, register_task
+from biopost.tasks import classification_task, get_task, register_task
 from biopost.train.grpo import GRPOConfig, train_grpo
 from biopost.train.log import read_log
-from biopost.train.rewards import get_reward, register_reward
+from biopost.rewards import get_reward, register_reward
 from biopost.train.sft import SFTConfig, train_sft
 
 pytestmark = pytest.mark.slow
 LABELS = ["yes", "no"]
 SCHEMA = RowSchema(name="toy_echo", text=("question", "answer"))
-register_task(Task("toy_echo", "dna", SCHEMA, SCHEMA,
-                   prompt_messages=lambda row, system_prompt=None: [{"role": "user", "content": row["question"]}],
-                   target_text=lambda row: f"Answer: {row['answer']}", gold=lambda row: row["answer"]))
+register_task(classification_task("toy_echo", "dna", SCHEMA, SCHEMA,
+                                  prompt_messages=lambda row, system_prompt=None: [{"role": "user",
+                                                                                    "content": row["question"]}],
+                                  target_text=lambda row: f"Answer: {row['answer']}", gold=lambda row: row["answer"]))
 MODELS = dict(task="toy_echo", text_model_name="biopost-tiny/qwen3", dna_model_name="biopost-tiny/nt-6mer",
               seed=0, resume="never", max_length_text=64)
 _shuffler = random.Random(0)
 
 
 def correctness_shuffled(completions, rows):
-    rewards = get_reward("correctness")(completions, rows)
+    rewards = get_reward("correctness")(completions, rows, task=get_task("toy_echo"))
     _shuffler.shuffle(rewards)
     return rewards
 

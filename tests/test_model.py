@@ -5,9 +5,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-import bioreason  # noqa: F401
 from biopost.data.examples import collate, encode_training_example
-from biopost.data.synth_kegg import SynthConfig, generate
+from bioreason.synth_kegg import SynthConfig, generate
 from biopost.encoders.cache import EmbeddingCache
 from biopost.model.bio_model import BioReasoningModel, ModelSpec
 from biopost.model.tiny import resolve_model_path
@@ -180,9 +179,8 @@ def test_character_level_encoder_end_to_end(rows):
     assert torch.isfinite(model(b["input_ids"], b["attention_mask"], b["labels"], b["bio_features"]))
 
 
-def test_evo2_backend_is_refused_with_a_clear_error():
+def test_an_unknown_encoder_backend_names_the_registered_ones():
     from biopost.encoders import build_encoder
-    with pytest.raises(ValueError, match="Evo2 encoder backend .* not implemented"):
-        build_encoder({"modality": "dna", "model_name": "arcinstitute/evo2_7b", "layer": "blocks.28", "backend": "evo2"})
-    with pytest.raises(ValueError, match="unknown encoder backend 'jax'"):
+    from biopost.errors import NotRegisteredError
+    with pytest.raises(NotRegisteredError, match="unknown encoder backend 'jax'; registered: .*evo2.*hf"):
         build_encoder({"modality": "dna", "model_name": "x", "backend": "jax"})

@@ -1,31 +1,47 @@
-"""GRPO rewards: the core registry and the DNA rewards (correctness, format, concise), each on its own
-with multi-line completions -- the published code's format regex lacked DOTALL and never fired."""
+"""GRPO rewards: the core registry and the built-in rewards (correctness = the task's own example
+score, format, concise), each on its own with multi-line completions -- the published code's format
+regex lacked DOTALL and never fired."""
 import pytest
 
-import bioreason.rewards as R
-from biopost.train import rewards as core
+from biopost import rewards as core
+from biopost import rewards as R
+from biopost.errors import NotRegisteredError
+from biopost.tasks import get_task
+
+KEGG = get_task("kegg")
 
 ROW = {"answer": "Parkinson disease", "gold": "Parkinson disease"}
 
 GOOD = "<think>\nThe variant creates a motif.\nIt sits in a kinase gene.\n</think>\n\nAnswer: Parkinson disease"
 
 
-def test_dna_rewards_are_registered_by_name():
+def test_built_in_rewards_are_registered_by_name():
     for name in ("correctness", "format", "concise"):
         assert callable(core.get_reward(name))
     assert core.get_reward("format") is R.format_reward
 
 
-def test_registry_rejects_silent_overrides_and_names_the_package():
+def test_registry_rejects_silent_overrides_and_lists_what_is_registered():
     core.register_reward("correctness", R.correctness)  # same function again: fine
     with pytest.raises(ValueError, match="already registered"):
         core.register_reward("correctness", lambda c, r: [0.0] * len(c))
-    with pytest.raises(KeyError, match="not registered"):
+    with pytest.raises(NotRegisteredError, match="unknown reward 'no_such_reward'; registered: .*concise"):
         core.get_reward("no_such_reward")
     with pytest.raises(ValueError, match="reward_weights"):
-        core.resolve_rewards(["correctness", "format"], [1.0])
-    assert [(n, w) for n, _, w in core.resolve_rewards(["correctness", "format"], [])] == \
+        core.resolve_rewards(["correctness", "format"], [1.0], task=KEGG)
+    with pytest.raises(ValueError, match="give a task"):
+        core.resolve_rewards(["correctness"], [])
+    assert [(n, w) for n, _, w in core.resolve_rewards(["correctness", "format"], [], task=KEGG)] == \
         [("correctness", 1.0), ("format", 1.0)]
+
+
+def test_correctness_is_the_tasks_example_score():
+    """One parse rule for metric and reward: the reward of a completion equals the per-example
+    score the task's metric gives the same completion."""
+    texts = [GOOD, "Answer: Alzheimer disease", "<think>\nunfinished", "Answer: parkinson disease."]
+    rewards = R.correctness(texts, [ROW] * 4, task=KEGG)
+    result = KEGG.metrics([ROW["gold"]] * 4, [KEGG.parse(t) for t in texts], bootstrap_resamples=0)
+    assert rewards == result.per_example == [1.0, 0.0, 0.0, 1.0]
 
 
 def test_score_checks_what_a_reward_returns():
@@ -47,14 +63,14 @@ def test_score_checks_what_a_reward_returns():
     ("", 0.0),
 ])
 def test_correctness(text, expected):
-    assert R.correctness([text], [ROW]) == [expected]
+    assert R.correctness([text], [ROW], task=KEGG) == [expected]
 
 
 def test_correctness_falls_back_to_the_answer_column_and_scores_a_batch():
     rows = [{"answer": "benign"}, {"answer": "pathogenic; Cushing syndrome"}]
     texts = ["<think>\nx\n</think>\nAnswer: Benign", "<think>\ny\n</think>\nAnswer: pathogenic ;  cushing syndrome"]
-    assert R.correctness(texts, rows) == [1.0, 1.0]
-    assert R.correctness(texts[::-1], rows) == [0.0, 0.0]
+    assert R.correctness(texts, rows, task=KEGG) == [1.0, 1.0]
+    assert R.correctness(texts[::-1], rows, task=KEGG) == [0.0, 0.0]
 
 
 @pytest.mark.parametrize("text,expected", [

@@ -15,15 +15,14 @@ from safetensors.torch import load_file
 
 from conftest import ROOT, run_script
 
-import bioreason  # noqa: F401
 from biopost.data.examples import collate, encode_training_example
 from biopost.data.io import load_split_rows
-from biopost.data.synth_kegg import DISEASES
+from bioreason.synth_kegg import DISEASES
 from biopost.encoders.cache import EmbeddingCache
 from biopost.model.bio_model import BioReasoningModel
 from biopost.tasks import get_task
 from biopost.train.log import read_log
-from biopost.train.signals import REQUEUE_EXIT_CODE
+from biopost.signals import REQUEUE_EXIT_CODE
 
 SCRIPT = ROOT / "BioReason/train_dna_qwen.py"
 TINY = ROOT / "BioReason/configs/sft_tiny.yaml"

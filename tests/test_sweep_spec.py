@@ -350,7 +350,8 @@ def test_every_spec_in_sweeps_loads_and_expands(path, tmp_path):
     assert set(spec.eval.overrides) <= set(_config_class("eval").__dataclass_fields__)
     exp = expand(spec, tmp_path / "runs", root=REPO)
     assert spec.name == path.stem
-    assert spec.eval is not None and spec.modality == "dna"
+    from biopost.modality import MODALITIES
+    assert spec.eval is not None and spec.modality in MODALITIES
     assert all(exp.stages[s] for s in spec.stages)
     assert sum(len(v) for v in exp.evals.values()) > 0
     for cells in exp.stages.values():

@@ -1,6 +1,7 @@
-"""bio-post DNA modality: KEGG and variant-effect reasoning tasks, DNA rewards.
+"""bio-post DNA modality: KEGG and variant-effect reasoning tasks, DNA encoders, synthetic data.
 
-Importing the package registers its tasks (`biopost.tasks`) and its GRPO reward functions
-(`biopost.train.rewards`) with the core.
+Nothing needs importing: the core finds the package through its `biopost.modalities` entry point
+(bioreason.modality), which registers the `dna` modality and lazy references to the tasks
+(bioreason.tasks), the Evo2 encoder backend (bioreason.evo2_encoder), the tiny test encoders
+(bioreason.tiny_dna) and the `biopost data synth-kegg` command (bioreason.data_cli).
 """
-from bioreason import rewards, tasks  # noqa: F401  (registers kegg, vep and the DNA rewards)

@@ -21,9 +21,7 @@ import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from biopost.paths import RESOURCES
-
-GENE_FASTA = RESOURCES / "dna" / "ba000025_gene_windows.fa.gz"
+GENE_FASTA = Path(__file__).resolve().parent / "resources" / "dna" / "ba000025_gene_windows.fa.gz"
 SPLITS = ("train", "id_val", "ood_val", "id_test", "ood_test")
 BASES = "ACGT"
 MOTIF_LEN = 6

@@ -2,10 +2,13 @@
 
 Both take a reference and a variant sequence plus a question; the answer is a disease name
 (KEGG) or `pathogenic|benign[; disease]` (variant effect). Rows may name the variant
-`mutated_sequence` (the published variant-effect files do).
+`mutated_sequence` (the published variant-effect files do). Both are single-label tasks: the
+answer is parsed after `</think>` / `Answer:`, scored by exact match of the normalized label,
+and reported as accuracy and macro-F1 (biopost.tasks.classification_task); the GRPO
+`correctness` reward is that same exact match.
 """
 from biopost.data.schema import RowSchema, SeqField
-from biopost.tasks import Task, reasoning_text, register_task, think_then_answer
+from biopost.tasks import classification_task, reasoning_text, think_then_answer
 
 DNA_SEQUENCES = (SeqField("reference_sequence", "dna"),
                  SeqField("variant_sequence", "dna", aliases=("mutated_sequence",)))
@@ -36,5 +39,6 @@ def gold(row: dict) -> str:
     return row["answer"].strip()
 
 
-KEGG = register_task(Task("kegg", "dna", EVAL_SCHEMA, TRAIN_SCHEMA, prompt_messages, target_text, gold))
-VEP = register_task(Task("vep", "dna", EVAL_SCHEMA, TRAIN_SCHEMA, prompt_messages, target_text, gold))
+# Registered lazily by bioreason.modality (TASKS.register_lazy("kegg", "bioreason.tasks:KEGG")).
+KEGG = classification_task("kegg", "dna", EVAL_SCHEMA, TRAIN_SCHEMA, prompt_messages, target_text, gold)
+VEP = classification_task("vep", "dna", EVAL_SCHEMA, TRAIN_SCHEMA, prompt_messages, target_text, gold)

@@ -1,9 +1,10 @@
 """Chat formatting (Qwen3 ChatML) with bio placeholders, and labels from character offsets.
 
-A message's content is a string or a list of items: `{"type": "text", "text": ...}`,
-`{"type": "dna", "sequence": ...}`, `{"type": "protein", "sequence": ...}`. A bio item renders
-as `<|dna_start|>` + n x `<|dna_pad|>` + `<|dna_end|>` where n is the number of embeddings the
-encoder yields for that sequence, so the model can splice them in one-for-one.
+A message's content is a string or a list of items: `{"type": "text", "text": ...}` or a bio
+item `{"type": <modality name>, "sequence": ...}`. A bio item renders as its modality's start
+token + n x its pad token + its end token (DNA: `<|dna_start|><|dna_pad|>...<|dna_end|>`), where
+n is the number of embeddings the encoder yields for that sequence, so the model can splice them
+in one-for-one. The tokens come from the modality registry (biopost.modality).
 
 Labels: the renderer records the character span of every assistant turn (its content and the
 closing `<|im_end|>`); after tokenizing with offsets, a token is supervised exactly when it starts
@@ -17,14 +18,17 @@ from dataclasses import dataclass, field
 IGNORE_INDEX = -100
 IM_START, IM_END = "<|im_start|>", "<|im_end|>"
 
-BIO_TOKENS = {
-    "dna": ("<|dna_start|>", "<|dna_pad|>", "<|dna_end|>"),
-    "protein": ("<|protein_start|>", "<|protein_pad|>", "<|protein_end|>"),
-}
 
 
-def all_bio_tokens() -> list[str]:
-    return [t for triple in BIO_TOKENS.values() for t in triple]
+def bio_tokens(modality: str) -> tuple[str, str, str]:
+    """(start, pad, end) of a registered modality."""
+    from biopost.modality import get_modality
+    return get_modality(modality).bio_tokens
+
+
+def is_bio_item(kind) -> bool:
+    from biopost.modality import MODALITIES
+    return isinstance(kind, str) and kind != "text" and kind in MODALITIES
 
 
 @dataclass
@@ -64,14 +68,14 @@ def render(messages: list[dict], n_bio_tokens, add_generation_prompt: bool = Fal
             kind = item.get("type")
             if kind == "text":
                 emit(item["text"])
-            elif kind in BIO_TOKENS:
+            elif is_bio_item(kind):
                 if role == "assistant":
                     raise ValueError(f"message {i}: bio inputs belong in the prompt, not the assistant turn")
                 bio = BioItem(kind, item["sequence"])
                 n = int(n_bio_tokens(bio))
                 if n <= 0:
                     raise ValueError(f"message {i}: the {kind} encoder yields no embeddings for a sequence")
-                begin, pad, end = BIO_TOKENS[kind]
+                begin, pad, end = bio_tokens(kind)
                 emit(begin + pad * n + end)
                 out.bio_items.append(bio)
                 out.bio_counts.append(n)
@@ -132,5 +136,5 @@ def _check_pads(ids: list[int], rendered: Rendered, pad_token_ids: dict[str, int
         got = sum(1 for t in ids if t == pad_id)
         if got != expected:
             raise ValueError(f"example {example_id}: {got} {modality} pad tokens after tokenization but "
-                             f"{expected} embeddings; the tokenizer must treat {BIO_TOKENS[modality][1]} "
+                             f"{expected} embeddings; the tokenizer must treat {bio_tokens(modality)[1]} "
                              f"as one special token")

@@ -26,6 +26,8 @@ def load_task_data(task, data_path: str, splits: tuple[str, ...], *, training_sp
     for split in splits:
         schema = task.train_schema if split in training_splits else task.schema
         rows[split], reports[split] = validate_rows(raw[split], schema, split, truncation, skip_invalid)
+        if task.check_row is not None:
+            rows[split] = _task_checks(task, rows[split], reports[split], skip_invalid)
         if not rows[split]:
             raise DataError(f"{data_path}: split {split!r} has no valid rows ({reports[split].summary()})")
         log(f"[data] {reports[split].summary()}")
@@ -34,8 +36,30 @@ def load_task_data(task, data_path: str, splits: tuple[str, ...], *, training_sp
     return rows, reports
 
 
-def dna_truncation(max_length_dna: int, truncate_dna_per_side: int) -> dict[str, Truncation]:
-    return {"dna": Truncation(max_length_dna, truncate_dna_per_side)}
+def _task_checks(task, rows: list[dict], report: ValidationReport, skip_invalid: bool) -> list[dict]:
+    """The task's own row checks (after the generic ones), with the same error / skip-and-count rules."""
+    kept = []
+    for row in rows:
+        try:
+            kept.append(task.check_row(row))
+        except DataError as e:
+            where = row.get("_source", "?")
+            message = f"{where}: {e}" if not str(e).startswith(where) else str(e)
+            if not skip_invalid:
+                raise DataError(f"{message} (set --skip_invalid true to skip and count such rows)") from None
+            report.skipped[str(e).split(": ", 1)[-1][:120]] += 1
+            if len(report.first_errors) < 5:
+                report.first_errors.append(message)
+    report.n_valid = len(kept)
+    return kept
+
+
+def truncation_for(modality_name: str, cfg) -> dict[str, Truncation]:
+    """{modality: Truncation} from a stage config (or a run's config.yaml as a dict), as the
+    modality's own flags say (DNA: --max_length_dna, --truncate_dna_per_side)."""
+    from biopost.modality import get_modality
+    max_length, per_side = get_modality(modality_name).truncation(cfg)
+    return {modality_name: Truncation(int(max_length or 0), int(per_side or 0))}
 
 
 @dataclass
@@ -52,18 +76,24 @@ def _n_tokens(model):
     return lambda item: model.encoders[item.modality].tokens_for(item.sequence)
 
 
-def row_id(row: dict, fallback: str) -> str:
-    for key in ("id", "protein_id"):
-        if row.get(key) not in (None, ""):
+def row_id(row: dict, fallback: str, id_field: str | None = None) -> str:
+    """`id`, else the modality's id field (e.g. a protein accession), else where the row came from."""
+    for key in ("id", id_field):
+        if key and row.get(key) not in (None, ""):
             return str(row[key])
     return row.get("_source", fallback)
+
+
+def _id_field(task) -> str | None:
+    from biopost.modality import get_modality
+    return get_modality(task.modality).id_field
 
 
 def encode_training_example(model, task, row: dict, max_text_tokens: int, system_prompt: str | None = None,
                             fallback_id: str = "?") -> Example:
     messages = task.prompt_messages(row, system_prompt) + [{"role": "assistant", "content": task.target_text(row)}]
     rendered = render(messages, _n_tokens(model))
-    ex_id = row_id(row, fallback_id)
+    ex_id = row_id(row, fallback_id, _id_field(task))
     enc = encode(rendered, model.tokenizer, model.bio_token_ids, model.pad_token_ids, max_text_tokens, ex_id)
     return Example(ex_id, enc.input_ids, enc.labels, [(b.modality, b.sequence) for b in rendered.bio_items],
                    task.gold(row), enc.truncated)
@@ -72,7 +102,7 @@ def encode_training_example(model, task, row: dict, max_text_tokens: int, system
 def encode_prompt(model, task, row: dict, max_text_tokens: int = 0, system_prompt: str | None = None,
                   fallback_id: str = "?") -> Example:
     rendered = render(task.prompt_messages(row, system_prompt), _n_tokens(model), add_generation_prompt=True)
-    ex_id = row_id(row, fallback_id)
+    ex_id = row_id(row, fallback_id, _id_field(task))
     enc = encode(rendered, model.tokenizer, model.bio_token_ids, model.pad_token_ids, 0, ex_id)
     ids = enc.input_ids
     truncated = False

@@ -15,17 +15,19 @@ from dataclasses import dataclass, field
 
 from biopost.data.io import DataError, Source
 
-ALPHABETS = {
-    # case-insensitive; sequences are upper-cased after validation
-    "dna": set("ACGTN"),
-    "protein": set("ACDEFGHIKLMNPQRSTVWY" + "BZXUO"),
-}
+
+
+def alphabet(modality: str) -> frozenset:
+    """The characters a registered modality's sequences may hold (case-insensitive: sequences
+    are upper-cased after validation)."""
+    from biopost.modality import get_modality
+    return frozenset(get_modality(modality).alphabet)
 
 
 @dataclass(frozen=True)
 class SeqField:
     name: str
-    alphabet: str                 # key of ALPHABETS
+    modality: str                 # a registered modality: its alphabet checks the field
     aliases: tuple[str, ...] = ()
 
 
@@ -83,18 +85,20 @@ _BAD_CHARS = re.compile(r"[^A-Za-z]")
 
 def _check_sequence(value, fld: SeqField) -> str:
     if not isinstance(value, str):
-        raise ValueError(f"expected a {fld.alphabet} sequence string, got {type(value).__name__}")
+        raise ValueError(f"expected a {fld.modality} sequence string, got {type(value).__name__}")
     seq = value.strip()
     if not seq:
         raise ValueError("empty sequence")
-    upper = seq.upper()
-    bad = sorted(set(upper) - ALPHABETS[fld.alphabet])
+    allowed = alphabet(fld.modality)
+    # Check before upper-casing: str.upper() maps 'ß' to 'SS' and 'ﬁ' to 'FI', which would turn
+    # non-residue characters into valid ones.
+    bad = sorted({c for c in seq if c.upper() not in allowed or not c.isascii()})
     if bad:
-        pos = next(i for i, c in enumerate(upper) if c in bad)
+        pos = next(i for i, c in enumerate(seq) if c in bad)
         shown = ", ".join(repr(c) for c in bad[:5])
-        raise ValueError(f"character(s) {shown} outside the {fld.alphabet} alphabet "
-                         f"({''.join(sorted(ALPHABETS[fld.alphabet]))}), first at position {pos + 1}")
-    return upper
+        raise ValueError(f"character(s) {shown} outside the {fld.modality} alphabet "
+                         f"({''.join(sorted(allowed))}), first at position {pos + 1}")
+    return seq.upper()
 
 
 def validate_row(row: dict, schema: RowSchema, src: Source, truncation: dict[str, Truncation],
@@ -137,7 +141,7 @@ def validate_row(row: dict, schema: RowSchema, src: Source, truncation: dict[str
             seq = _check_sequence(row[present[0]], fld)
         except ValueError as e:
             raise DataError(f"{src.where(present[0])}: {e}") from None
-        cut = truncation.get(fld.alphabet, Truncation()).apply(seq)
+        cut = truncation.get(fld.modality, Truncation()).apply(seq)
         if len(cut) != len(seq):
             truncated[fld.name] += 1
         out[fld.name] = cut
@@ -155,7 +159,7 @@ def validate_rows(rows: list[tuple[dict, Source]], schema: RowSchema, split: str
             clean = validate_row(row, schema, src, truncation or {}, report.truncated)
         except DataError as e:
             if not skip_invalid:
-                raise DataError(f"{e}\n(set --skip_invalid true to skip and count such rows)") from None
+                raise DataError(f"{e} (set --skip_invalid true to skip and count such rows)") from None
             report.skipped[_reason_key(str(e))] += 1
             if len(report.first_errors) < 5:
                 report.first_errors.append(str(e))

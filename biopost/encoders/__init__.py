@@ -1,17 +1,22 @@
-"""Encoder backends behind one interface (base.Encoder) and the embedding cache."""
+"""Encoder backends behind one interface (base.Encoder) and the embedding cache.
+
+Backends register by name in `BACKENDS`: a factory `build(spec, device="cpu",
+trust_remote_code=False) -> Encoder`, where `spec` is what a checkpoint's model config stores for
+one modality ({"modality", "model_name", "layer", "backend"}). The core keeps the generic Hugging
+Face backend (`hf`: masked LMs such as Nucleotide Transformer, ESM-2, ESM C through
+transformers); modality packages register theirs (BioReason: `evo2`; BioReason-Pro: `esm`) lazily
+from their plug-in modules, so naming a backend imports nothing until a model is built.
+"""
 from __future__ import annotations
+
+from biopost.registry import Registry
+
+BACKENDS: Registry = Registry("encoder backend")
+BACKENDS.register_lazy("hf", "biopost.encoders.hf:build",
+                       help="Hugging Face masked LMs through transformers (Nucleotide Transformer, ESM-2, ...)")
 
 
 def build_encoder(spec: dict, device="cpu", trust_remote_code: bool = False):
-    """spec: {"modality", "model_name", "layer", "backend"} as stored in a checkpoint's model config."""
-    backend = spec.get("backend", "hf")
-    if backend == "hf":
-        from biopost.encoders.hf import HFMaskedLMEncoder
-        return HFMaskedLMEncoder(spec["model_name"], layer=spec.get("layer", -1), device=device,
-                                 trust_remote_code=trust_remote_code)
-    if backend == "evo2":  # --dna_is_evo2 true
-        raise ValueError(f"{spec.get('model_name')!r}: the Evo2 encoder backend (package evo2) is not "
-                         "implemented yet; use a Hugging Face masked-LM DNA encoder such as "
-                         "InstaDeepAI/nucleotide-transformer-v2-500m-multi-species")
-    raise ValueError(f"unknown encoder backend {backend!r} for {spec.get('model_name')!r} "
-                     f"(available here: hf)")
+    """The encoder a model config's `spec` describes, built by its registered backend."""
+    factory = BACKENDS.get(spec.get("backend", "hf"))
+    return factory(spec, device=device, trust_remote_code=trust_remote_code)

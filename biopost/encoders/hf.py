@@ -19,14 +19,17 @@ class HFMaskedLMEncoder(Encoder):
 
         from biopost.model.tiny import resolve_model_path
         path = resolve_model_path(model_name)
+        from biopost.model.bio_model import ModelLoadError
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
             self.model = AutoModelForMaskedLM.from_pretrained(path, trust_remote_code=trust_remote_code, dtype=dtype)
         except ValueError as e:
             if "trust_remote_code" in str(e) and not trust_remote_code:
-                raise ValueError(f"{model_name}: this model ships its own code; pass --trust_remote_code true "
-                                 f"if you trust it ({e})") from None
+                raise ModelLoadError(f"{model_name}: this model ships its own code; pass --trust_remote_code true "
+                                     f"if you trust it ({e})") from None
             raise
+        except OSError as e:
+            raise ModelLoadError(f"cannot load the encoder {model_name!r}: {e}") from None
         self.model.eval().requires_grad_(False).to(device)
         self.device = torch.device(device)
         self.name = model_name
@@ -58,3 +61,9 @@ class HFMaskedLMEncoder(Encoder):
                 out.append(emb)
             self.n_encoded += len(batch)
         return out
+
+
+def build(spec: dict, device="cpu", trust_remote_code: bool = False) -> HFMaskedLMEncoder:
+    """The `hf` backend's factory (biopost.encoders.BACKENDS)."""
+    return HFMaskedLMEncoder(spec["model_name"], layer=spec.get("layer", -1), device=device,
+                             trust_remote_code=trust_remote_code)

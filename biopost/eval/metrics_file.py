@@ -19,11 +19,11 @@ import os
 import platform
 import subprocess
 import sys
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
-from biopost.eval.classification import classification_metrics
+from biopost.errors import UserError
+from biopost.files import OutputError, ensure_dir, write_text_atomic
 
 SCHEMA = "biopost.metrics/v1"
 SPLITS = ("id", "ood", "id_val", "ood_val")  # as biopost.harvest.read.SPLITS
@@ -36,7 +36,7 @@ _GIT_TIMEOUT_S = 10
 _READ_CHUNK = 1 << 20
 
 
-class MetricsFileError(ValueError):
+class MetricsFileError(UserError, ValueError):
     """A metrics record or file that does not follow biopost.metrics/v1."""
 
 
@@ -228,16 +228,8 @@ def _utc_now() -> str:
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    # temp file + fsync + rename, mode 0o666 & ~umask; a full disk is an OutputError
+    write_text_atomic(path, text)
 
 
 def _dumps(doc) -> str:
@@ -263,10 +255,12 @@ def write_eval_outputs(out_dir, record: dict, predictions: list[dict]) -> Path:
     except (TypeError, ValueError) as e:
         raise MetricsFileError(f"evaluation output for {out_dir} is not JSON: {e}") from e
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = ensure_dir(out_dir)
     metrics_path = out / METRICS_FILE
-    metrics_path.unlink(missing_ok=True)  # an old one must not sit beside the new predictions
+    try:
+        metrics_path.unlink(missing_ok=True)  # an old one must not sit beside the new predictions
+    except OSError as e:
+        raise OutputError(metrics_path, e) from None
     _write_atomic(out / PREDICTIONS_FILE, predictions_text)
     _write_atomic(metrics_path, metrics_text)
     return metrics_path
@@ -312,10 +306,23 @@ def read_predictions(path) -> list[dict]:
     return rows
 
 
-def recompute_from_predictions(predictions) -> dict:
-    """classification_metrics of the `gold` and `parsed` fields of predictions (rows, or a
-    predictions.jsonl path / its directory): what metrics.json must agree with."""
+def recompute_from_predictions(predictions, task=None) -> dict:
+    """The metrics of the `gold` and `parsed` fields of predictions (rows, or a predictions.jsonl
+    path / its directory), computed by the task's own `metrics` (without bootstrap): what
+    metrics.json must agree with. `task` is a Task or a registered name; by default, the task the
+    `metrics.json` beside a predictions path names, and for bare rows a single-label task's metric.
+    Returns the metrics plus `n` and `n_unparsed` (and the task's extra fields, e.g. per_class)."""
     if isinstance(predictions, (str, os.PathLike)):
+        path = Path(predictions)
+        metrics_path = (path if path.is_dir() else path.parent) / METRICS_FILE
+        if task is None and metrics_path.is_file():
+            task = read_metrics(metrics_path).get("task")
         predictions = read_predictions(predictions)
-    return classification_metrics([row["gold"] for row in predictions],
-                                  [row["parsed"] for row in predictions])
+    golds = [row["gold"] for row in predictions]
+    parsed = [row["parsed"] for row in predictions]
+    from biopost.tasks import classification_metrics as single_label, get_task
+    if isinstance(task, str):
+        task = get_task(task)
+    metric = task.metrics if task is not None else single_label
+    result = metric(golds, parsed, bootstrap_resamples=0)
+    return {**result.metrics, **result.extra, "n": len(golds), "n_unparsed": sum(p is None for p in parsed)}

@@ -69,19 +69,31 @@ def split_reasoning(text: str) -> tuple[str | None, str]:
     return think.strip(), after.strip()
 
 
-def extract_answer(text: str | None) -> str | None:
-    """The answer a completion gives, or None when it gives none (unparsed).
+PARSE_RULE = ("an answer needs a closing </think> or an `Answer:` tag: the text after the last </think> "
+              "(an unclosed <think> gives none), after the last `Answer:` there if any, first non-empty line "
+              "with quotes, markdown and trailing punctuation stripped; anything else is unparsed and "
+              "counts as wrong")
 
-    After the last `</think>` (an unclosed `<think>` leaves no answer); after the last
-    `Answer:` there, if any; then the first line that is not empty once whitespace, quotes,
-    markdown bold / backticks and trailing punctuation are stripped from it.
+
+def extract_answer(text: str | None) -> str | None:
+    """The answer a completion gives, or None when it gives none (unparsed). PARSE_RULE says it
+    in one sentence (written into metrics.json).
+
+    An answer needs a closing `</think>` or an `Answer:` tag: free text without either is not an
+    answer, however it starts (a truncated ramble's first line must not count as one). After the
+    last `</think>` (an unclosed `<think>` leaves no answer); after the last `Answer:` there, if
+    any; then the first line that is not empty once whitespace, quotes, markdown bold / backticks
+    and trailing punctuation are stripped from it.
     """
     if text is None:
         return None
+    closed = THINK_CLOSE in text
     _, after = split_reasoning(text)  # "" when a think block never closed
     if THINK_OPEN in after:  # a second think block opened after the last close: unfinished
         return None
     tags = list(_ANSWER_TAG.finditer(after))
+    if not tags and not closed:
+        return None
     if tags:
         after = after[tags[-1].end():]
     for line in after.splitlines():

@@ -8,6 +8,8 @@ never sampled. A row stops at `<|im_end|>` / EOS; after that it only emits paddi
 """
 from __future__ import annotations
 
+import functools
+import inspect
 from dataclasses import dataclass, field
 
 import torch
@@ -70,6 +72,20 @@ def filter_logits(logits: torch.Tensor, temperature: float, top_k: int, top_p: f
 CHECK_EVERY = 8  # decode steps between checks for "every row has stopped"
 
 
+@functools.lru_cache(maxsize=None)
+def _cache_kwarg(forward) -> str:
+    """The name under which this transformers version's decoder takes its KV cache: `cache` from
+    5.24 on (where `past_key_values` is deprecated, to be removed in 5.40), `past_key_values` before."""
+    return "cache" if "cache" in inspect.signature(forward).parameters else "past_key_values"
+
+
+def new_kv_cache(backbone):
+    """An empty dynamic KV cache, created by the caller and filled in place by every forward pass
+    (transformers' documented Cache API), so the loop never reads a cache back from the outputs."""
+    from transformers import DynamicCache
+    return DynamicCache(config=backbone.config)
+
+
 @torch.no_grad()
 def generate(model, examples, embeddings, cfg: SamplingConfig, device=None, autocast_ctx=None) -> list[Generation]:
     """Complete a batch of prompt `Example`s (from data.examples.encode_prompt)."""
@@ -88,11 +104,11 @@ def generate(model, examples, embeddings, cfg: SamplingConfig, device=None, auto
         gen = torch.Generator(device=device).manual_seed(cfg.seed)
 
     backbone, head = model.base_llm().model, model.lm_head()
+    kv = {_cache_kwarg(type(backbone).forward): new_kv_cache(backbone)}
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
     with ctx:
         embeds = model.embed(ids, batch["bio_features"])
-        out = backbone(inputs_embeds=embeds, attention_mask=mask, position_ids=positions, use_cache=True)
-        cache = out.past_key_values
+        out = backbone(inputs_embeds=embeds, attention_mask=mask, position_ids=positions, use_cache=True, **kv)
         logits = head(out.last_hidden_state[:, -1]).float()
     next_pos = positions[:, -1] + 1
     finished = torch.zeros(B, dtype=torch.bool, device=device)
@@ -115,8 +131,7 @@ def generate(model, examples, embeddings, cfg: SamplingConfig, device=None, auto
         with ctx:
             step_embeds = model.embed_tokens(nxt[:, None])
             out = backbone(inputs_embeds=step_embeds, attention_mask=mask, position_ids=next_pos[:, None],
-                           past_key_values=cache, use_cache=True)
-            cache = out.past_key_values
+                           use_cache=True, **kv)
             logits = head(out.last_hidden_state[:, -1]).float()
         next_pos = next_pos + 1
 

@@ -24,7 +24,8 @@ import torch.nn as nn
 import torch.nn.functional as F_
 from safetensors.torch import load_file, save_file
 
-from biopost.data.chat import BIO_TOKENS, IGNORE_INDEX, all_bio_tokens
+from biopost.data.chat import IGNORE_INDEX
+from biopost.errors import CheckpointError, MissingCheckpointError, UserError
 
 DEFAULT_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 MODEL_CONFIG = "model_config.json"
@@ -43,6 +44,13 @@ class ModelSpec:
     lora_target_modules: list = field(default_factory=lambda: list(DEFAULT_LORA_TARGETS))
     trust_remote_code: bool = False
     merged: bool = False   # a `merge` output: the directory itself is the (full) language model
+    # lora_rank 0 with the language model frozen (projector-only training): a checkpoint then holds
+    # no llm/ and reloads text_model_name as it is
+    frozen_llm: bool = False
+    # modality -> [start, pad, end]: the bio tokens this model's vocabulary has. A fresh model gets
+    # every registered modality's (biopost.modality.all_bio_tokens); a saved one keeps its own, so
+    # loading never depends on which modality packages are installed.
+    bio_tokens: dict = field(default_factory=dict)
 
     @classmethod
     def from_json(cls, data: dict) -> "ModelSpec":
@@ -50,12 +58,22 @@ class ModelSpec:
         return cls(**known)
 
 
+class ModelLoadError(UserError, OSError):
+    """A text model, tokenizer or encoder that cannot be loaded from the name or path given."""
+
+
 def make_projector(kind: str, d_in: int, d_out: int) -> nn.Module:
     if kind == "linear":
         return nn.Linear(d_in, d_out)
     if kind == "mlp":
         return nn.Sequential(nn.Linear(d_in, d_out), nn.GELU(), nn.Linear(d_out, d_out))
-    raise ValueError(f"projector must be 'linear' or 'mlp', got {kind!r}")
+    raise ModelLoadError(f"projector must be 'linear' or 'mlp', got {kind!r}")
+
+
+def default_bio_tokens() -> dict:
+    """modality -> [start, pad, end] for every registered modality, in name order."""
+    from biopost.modality import MODALITIES
+    return {name: list(MODALITIES.get(name).bio_tokens) for name in MODALITIES.names()}
 
 
 def _load_llm(name_or_path: str, dtype, device, trust_remote_code: bool):
@@ -66,7 +84,7 @@ def _load_llm(name_or_path: str, dtype, device, trust_remote_code: bool):
     try:
         llm = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, trust_remote_code=trust_remote_code)
     except OSError as e:
-        raise OSError(f"cannot load the text model {name_or_path!r}: {e}") from None
+        raise ModelLoadError(f"cannot load the text model {name_or_path!r}: {e}") from None
     return llm.to(device)
 
 
@@ -77,7 +95,7 @@ def _load_tokenizer(name_or_path: str, trust_remote_code: bool):
     try:
         return AutoTokenizer.from_pretrained(resolve_model_path(name_or_path), trust_remote_code=trust_remote_code)
     except OSError as e:
-        raise OSError(f"cannot load the tokenizer of {name_or_path!r}: {e}") from None
+        raise ModelLoadError(f"cannot load the tokenizer of {name_or_path!r}: {e}") from None
 
 
 def _grow_embeddings(llm, n_rows: int) -> None:
@@ -92,6 +110,10 @@ def _grow_embeddings(llm, n_rows: int) -> None:
         new_out = llm.get_output_embeddings()
         if new_out is not None and new_out.weight.data_ptr() != llm.get_input_embeddings().weight.data_ptr():
             new_out.weight[old_out.shape[0]:] = old_out.mean(0)
+
+
+def _flat(bio_tokens: dict) -> list[str]:
+    return [t for triple in bio_tokens.values() for t in triple]
 
 
 class BioReasoningModel(nn.Module):
@@ -109,8 +131,8 @@ class BioReasoningModel(nn.Module):
         lookup[torch.tensor(new_token_ids, dtype=torch.long)] = torch.arange(len(new_token_ids))
         self.register_buffer("new_token_lookup", lookup, persistent=False)
         self.new_token_ids = list(new_token_ids)
-        self.pad_token_ids = {m: tokenizer.convert_tokens_to_ids(BIO_TOKENS[m][1]) for m in BIO_TOKENS}
-        self.bio_token_ids = set(tokenizer.convert_tokens_to_ids(all_bio_tokens()))
+        self.pad_token_ids = {m: tokenizer.convert_tokens_to_ids(toks[1]) for m, toks in spec.bio_tokens.items()}
+        self.bio_token_ids = set(tokenizer.convert_tokens_to_ids(_flat(spec.bio_tokens)))
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -122,9 +144,12 @@ class BioReasoningModel(nn.Module):
         from biopost.encoders import build_encoder
 
         device = torch.device(device)
+        if not spec.bio_tokens:
+            spec.bio_tokens = default_bio_tokens()
+        all_bio_tokens = _flat(spec.bio_tokens)
         tokenizer = _load_tokenizer(str(tokenizer_dir) if tokenizer_dir else spec.text_model_name,
                                     spec.trust_remote_code)
-        new_tokens = [t for t in all_bio_tokens() if t not in tokenizer.get_vocab()]
+        new_tokens = [t for t in all_bio_tokens if t not in tokenizer.get_vocab()]
         if new_tokens:
             tokenizer.add_tokens(new_tokens, special_tokens=True)
         llm = _load_llm(str(full_llm_dir) if full_llm_dir else spec.text_model_name, dtype, device,
@@ -134,7 +159,7 @@ class BioReasoningModel(nn.Module):
             # only grow: Qwen3 checkpoints already have spare rows past the tokenizer's length
             _grow_embeddings(llm, len(tokenizer))
             emb = llm.get_input_embeddings()
-        new_ids = tokenizer.convert_tokens_to_ids(all_bio_tokens())
+        new_ids = tokenizer.convert_tokens_to_ids(all_bio_tokens)
         hidden = llm.config.get_text_config().hidden_size
         if encoders is None:
             encoders = {m: build_encoder(dict(s, modality=m), device=encoder_device or device,
@@ -160,46 +185,57 @@ class BioReasoningModel(nn.Module):
         if not is_trainable:
             model.requires_grad_(False)
         elif spec.lora_rank == 0:
-            model.llm.requires_grad_(True)
+            model.llm.requires_grad_(not spec.frozen_llm)
         return model
 
     @classmethod
     def load(cls, ckpt_dir: str | Path, device="cpu", dtype=torch.float32, encoders: dict | None = None,
-             is_trainable: bool = False, trust_remote_code: bool | None = None):
-        """Rebuild a saved model (a checkpoint directory or a merged one)."""
+             is_trainable: bool = False, trust_remote_code: bool = False):
+        """Rebuild a saved model (a checkpoint directory or a merged one).
+
+        `trust_remote_code` is the caller's flag only (the user's `--trust_remote_code`), never the
+        checkpoint's: a downloaded checkpoint whose config asks for it (or whose model directories
+        carry an `auto_map` to their own Python files) must not run that code unless the user said so.
+        """
         ckpt = Path(ckpt_dir)
         cfg_path = ckpt / MODEL_CONFIG
         if not cfg_path.is_file():
-            raise FileNotFoundError(f"{ckpt}: not a bio-post model directory (no {MODEL_CONFIG}); "
+            raise MissingCheckpointError(f"{ckpt}: not a bio-post model directory (no {MODEL_CONFIG}); "
                                     f"expected a checkpoint such as <run>/checkpoints/last")
         try:
             spec = ModelSpec.from_json(json.loads(cfg_path.read_text()))
         except json.JSONDecodeError as e:
-            raise ValueError(f"{cfg_path}: corrupt model config ({e})") from None
-        if trust_remote_code is not None:
-            spec.trust_remote_code = trust_remote_code
+            raise CheckpointError(f"{cfg_path}: corrupt model config ({e})") from None
+        if spec.trust_remote_code and not trust_remote_code:
+            raise CheckpointError(f"{cfg_path}: this checkpoint asks to run code it ships (trust_remote_code); "
+                                  f"it is off unless you pass --trust_remote_code true (only for checkpoints "
+                                  f"you trust)")
+        spec.trust_remote_code = bool(trust_remote_code)
         bio_path = ckpt / BIO_MODULES
         if not bio_path.is_file():
-            raise FileNotFoundError(f"{ckpt}: missing {BIO_MODULES} (incomplete or corrupt checkpoint)")
+            raise MissingCheckpointError(f"{ckpt}: missing {BIO_MODULES} (incomplete or corrupt checkpoint)")
         try:
             bio = load_file(str(bio_path))
         except Exception as e:
-            raise ValueError(f"{bio_path}: unreadable ({type(e).__name__}: {e})") from None
+            raise CheckpointError(f"{bio_path}: unreadable ({type(e).__name__}: {e})") from None
         adapter = ckpt / "adapter" if (ckpt / "adapter").is_dir() else None
         full = ckpt / "llm" if (ckpt / "llm").is_dir() else None
         if spec.merged:
             full, spec.lora_rank = ckpt, 0
         if spec.lora_rank > 0 and adapter is None and full is None:
-            raise FileNotFoundError(f"{ckpt}: model config says LoRA rank {spec.lora_rank} but there is no adapter/")
-        if spec.lora_rank == 0 and full is None:
-            raise FileNotFoundError(f"{ckpt}: model config says full fine-tuning but there is no llm/")
+            raise MissingCheckpointError(f"{ckpt}: model config says LoRA rank {spec.lora_rank} but there is no adapter/")
+        if spec.lora_rank == 0 and full is None and not spec.frozen_llm:
+            raise MissingCheckpointError(f"{ckpt}: model config says full fine-tuning but there is no llm/")
         tok_dir = ckpt / "tokenizer" if (ckpt / "tokenizer").is_dir() else (ckpt if spec.merged else None)
         try:
             return cls.build(spec, device=device, dtype=dtype, encoders=encoders, adapter_dir=adapter,
                              full_llm_dir=full, bio_modules=bio, tokenizer_dir=tok_dir,
                              is_trainable=is_trainable)
+        except MissingCheckpointError as e:
+            raise MissingCheckpointError(f"{ckpt}: cannot load checkpoint: {e}") from None
         except (OSError, ValueError, RuntimeError, KeyError) as e:
-            raise type(e)(f"{ckpt}: cannot load checkpoint: {e}") from None
+            # a part that does not fit (shapes, keys) or cannot be read: the checkpoint's fault, not a bug
+            raise CheckpointError(f"{ckpt}: cannot load checkpoint: {e}") from None
 
     # ------------------------------------------------------------------ saving
     def bio_module_tensors(self) -> dict[str, torch.Tensor]:
@@ -207,6 +243,21 @@ class BioReasoningModel(nn.Module):
                    for k, v in self.projectors.state_dict().items()}
         tensors["new_token_embeddings"] = self.new_token_embeddings.detach().float().cpu().contiguous()
         return tensors
+
+    def load_projector_checkpoint(self, path: str | Path) -> Path:
+        """Initialize the projectors and bio-token rows from another run's checkpoint (a checkpoint
+        directory or its bio_modules.safetensors), e.g. the projector-only first stage of a
+        two-stage SFT. The language model and LoRA are untouched."""
+        path = Path(path)
+        file = path / BIO_MODULES if path.is_dir() else path
+        if not file.is_file():
+            raise MissingCheckpointError(f"projector checkpoint {path}: no {BIO_MODULES} there (give a "
+                                         f"checkpoint directory such as <run>/checkpoints/last, or the file)")
+        try:
+            self.load_bio_modules(load_file(str(file)))
+        except Exception as e:  # unreadable, or shapes that do not fit this model
+            raise CheckpointError(f"projector checkpoint {file}: {type(e).__name__}: {e}") from None
+        return file
 
     def load_bio_modules(self, tensors: dict[str, torch.Tensor]) -> None:
         proj = {k[len("projectors."):]: v for k, v in tensors.items() if k.startswith("projectors.")}
@@ -228,8 +279,10 @@ class BioReasoningModel(nn.Module):
         if self.is_lora:
             # the resized embedding matrix is rebuilt deterministically on load: keep it out of the adapter
             self.llm.save_pretrained(out / "adapter", save_embedding_layers=False)
-        else:
+        elif not self.spec.frozen_llm:
             self.llm.save_pretrained(out / "llm")
+        from biopost.files import fsync_tree
+        fsync_tree(out)  # durable, and readable by the group as the umask allows (libraries write 0600)
 
     def merge(self, out_dir: str | Path) -> Path:
         """Write a plain HF model directory (LoRA merged, trained bio-token rows written into the
@@ -247,11 +300,13 @@ class BioReasoningModel(nn.Module):
                 emb.weight[ids] = self.new_token_embeddings.detach().to(emb.weight.dtype).to(emb.weight.device)
         llm.save_pretrained(out)
         self.tokenizer.save_pretrained(out)
-        spec = dict(asdict(self.spec), text_model_name=str(out.resolve()), lora_rank=0, merged=True)
+        spec = dict(asdict(self.spec), text_model_name=str(out.resolve()), lora_rank=0, merged=True, frozen_llm=False)
         (out / MODEL_CONFIG).write_text(json.dumps(spec, indent=1))
         save_file(self.bio_module_tensors(), str(out / BIO_MODULES))
         if self.is_lora:
             self.llm = llm  # merge_and_unload modified the layers in place; keep the object coherent
+        from biopost.files import fsync_tree
+        fsync_tree(out)
         return out
 
     @property

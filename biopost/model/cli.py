@@ -13,7 +13,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     from biopost.model.bio_model import BioReasoningModel
     try:
-        model = BioReasoningModel.load(args.checkpoint, trust_remote_code=args.trust_remote_code or None)
+        model = BioReasoningModel.load(args.checkpoint, trust_remote_code=args.trust_remote_code)
     except (FileNotFoundError, ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -4,21 +4,24 @@ Model weights cannot be downloaded here, so tests and the demo use these. They a
 disk once (under BIOPOST_CACHE_DIR/tiny/) and then loaded through exactly the code that loads a
 real checkpoint: `from_pretrained(path)`. A config names them like hub models:
 
-    text_model_name: biopost-tiny/qwen3       # Qwen3ForCausalLM + byte-level BPE, ChatML
-    dna_model_name:  biopost-tiny/nt-6mer     # Nucleotide-Transformer-style EsmForMaskedLM, 6-mers
-    dna_model_name:  biopost-tiny/char-dna    # character-level ModernBertForMaskedLM
+    text_model_name: biopost-tiny/qwen3       # Qwen3ForCausalLM + byte-level BPE, ChatML (built here)
+
+Modality packages register builders for their tiny encoders in `TINY_BUILDERS` (BioReason:
+`biopost-tiny/nt-6mer`, `biopost-tiny/char-dna`), lazily, from their plug-in modules. A builder
+`fn(out_dir: Path)` writes a `from_pretrained` directory; it runs under a fixed torch seed.
 """
 from __future__ import annotations
 
 import functools
 import hashlib
-import itertools
 import os
 import shutil
 import tempfile
 from pathlib import Path
 
-from biopost.paths import cache_root
+from biopost.files import umask
+from biopost.paths import RESOURCES, cache_root
+from biopost.registry import Registry
 
 TINY_PREFIX = "biopost-tiny/"
 VERSION = "v1"  # bump when a builder changes, so stale materializations are not reused
@@ -42,16 +45,19 @@ def resolve_model_path(name: str) -> str:
     if not is_tiny(name):
         return name
     kind = name[len(TINY_PREFIX):]
-    if kind not in BUILDERS:
-        raise ValueError(f"unknown tiny model {name!r}; known: {', '.join(TINY_PREFIX + k for k in BUILDERS)}")
+    if kind not in TINY_BUILDERS:
+        from biopost.errors import NotRegisteredError
+        raise NotRegisteredError(f"unknown tiny model {name!r}; known: "
+                                 f"{', '.join(TINY_PREFIX + k for k in TINY_BUILDERS.names())}")
     target = cache_root() / "tiny" / f"{kind}-{VERSION}-{_inputs_hash(kind)}"
     if (target / ".complete").exists():
         return str(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{kind}-", dir=target.parent))
     try:
-        BUILDERS[kind](tmp)
+        _seeded(TINY_BUILDERS.get(kind))(tmp)
         (tmp / ".complete").write_text("ok\n")
+        os.chmod(tmp, 0o777 & ~umask())  # mkdtemp's 0700 would hide the shared cache from others
         try:
             os.replace(tmp, target)
         except OSError:
@@ -63,13 +69,26 @@ def resolve_model_path(name: str) -> str:
     return str(target)
 
 
+TOKENIZER_CORPUS = RESOURCES / "tiny" / "tokenizer_corpus.jsonl.gz"
+
+
+@functools.lru_cache(maxsize=None)
+def tokenizer_corpus() -> list[str]:
+    """The text the tiny tokenizer's merges are trained on: questions, reasoning and answers in the
+    style of the synthetic KEGG data, frozen as a resource so that the tiny Qwen3 is the same
+    whatever modality packages are installed (regenerate it deliberately, never implicitly)."""
+    import gzip
+    import json
+    with gzip.open(TOKENIZER_CORPUS, "rt", encoding="utf-8") as f:
+        return [json.loads(line) for line in f]
+
+
 @functools.lru_cache(maxsize=None)
 def _inputs_hash(kind: str) -> str:
-    """The tiny tokenizer is trained on text from the synthetic generator: when that text changes,
-    the materialized model must too, so its directory name carries a hash of the corpus."""
+    """When the tokenizer corpus changes, the materialized model must too, so its directory name
+    carries a hash of the corpus."""
     if kind != "qwen3":
         return "0"
-    from biopost.data.synth_kegg import tokenizer_corpus
     return hashlib.sha256("\n".join(tokenizer_corpus()).encode()).hexdigest()[:8]
 
 
@@ -86,8 +105,6 @@ def build_tiny_tokenizer(vocab_size: int = 2048):
     """Byte-level BPE with Qwen3's chat markers, trained on synthetic-KEGG-style and biology text."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
-
-    from biopost.data.synth_kegg import tokenizer_corpus
 
     corpus = tokenizer_corpus() + [
         "The gene encodes a kinase involved in DNA repair and cell cycle checkpoint control.",
@@ -108,7 +125,6 @@ def build_tiny_tokenizer(vocab_size: int = 2048):
     return fast
 
 
-@_seeded
 def _build_qwen3(out_dir: Path) -> None:
     from transformers import GenerationConfig, Qwen3Config, Qwen3ForCausalLM
 
@@ -123,42 +139,5 @@ def _build_qwen3(out_dir: Path) -> None:
     tok.save_pretrained(out_dir)
 
 
-@_seeded
-def _build_nt_6mer(out_dir: Path) -> None:
-    from transformers import EsmConfig, EsmForMaskedLM, EsmTokenizer
-
-    kmers = ["".join(p) for p in itertools.product("ACGT", repeat=6)]
-    vocab = ["<unk>", "<pad>", "<mask>", "<cls>", "<eos>", "<bos>"] + kmers + list("ACGTN")
-    (out_dir / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    tok = EsmTokenizer(vocab_file=str(out_dir / "vocab.txt"), unk_token="<unk>", pad_token="<pad>",
-                       mask_token="<mask>", cls_token="<cls>", eos_token="<eos>", model_max_length=1000)
-    cfg = EsmConfig(vocab_size=len(vocab), hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
-                    intermediate_size=128, position_embedding_type="rotary", pad_token_id=1, mask_token_id=2,
-                    token_dropout=False, max_position_embeddings=1026, emb_layer_norm_before=False,
-                    is_folding_model=False)
-    EsmForMaskedLM(cfg).save_pretrained(out_dir)
-    tok.save_pretrained(out_dir)
-
-
-@_seeded
-def _build_char_dna(out_dir: Path) -> None:
-    from tokenizers import Tokenizer, models, pre_tokenizers, processors
-    from transformers import ModernBertConfig, ModernBertForMaskedLM, PreTrainedTokenizerFast
-
-    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    vocab = {t: i for i, t in enumerate(specials + list("ACGTN"))}
-    tk = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
-    tk.pre_tokenizer = pre_tokenizers.Split("", "isolated")
-    tk.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]",
-                                                      special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
-    tok = PreTrainedTokenizerFast(tokenizer_object=tk, pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]",
-                                  sep_token="[SEP]", mask_token="[MASK]", model_max_length=4096)
-    cfg = ModernBertConfig(vocab_size=len(vocab), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                           num_attention_heads=4, pad_token_id=0, cls_token_id=2, sep_token_id=3, bos_token_id=2,
-                           eos_token_id=3, global_attn_every_n_layers=1, local_attention=64,
-                           max_position_embeddings=4096)
-    ModernBertForMaskedLM(cfg).save_pretrained(out_dir)
-    tok.save_pretrained(out_dir)
-
-
-BUILDERS = {"qwen3": _build_qwen3, "nt-6mer": _build_nt_6mer, "char-dna": _build_char_dna}
+TINY_BUILDERS: Registry = Registry("tiny model")
+TINY_BUILDERS.register("qwen3", _build_qwen3, help="Qwen3ForCausalLM, 2 layers, hidden 128, byte-level BPE")

@@ -28,19 +28,31 @@ from pathlib import Path
 
 import yaml
 
+from biopost.errors import UserError
+
 STAGE_KINDS = ("cpt", "sft", "grpo")
 # (upstream kind, downstream kind) pairs that have an upstream binding (binding.py)
 BINDINGS = {("cpt", "sft"), ("cpt", "grpo"), ("sft", "grpo")}
 # flags the sweep itself sets on every stage: not sweepable, not overridable
 RESERVED_KEYS = {"config", "output_dir", "sweep", "run_id", "cell", "seed"}
-# evaluation script per modality (a path, relative to the repo root; never imported here)
-EVAL_SCRIPTS = {"dna": "BioReason/eval_kegg_dna_vllm.py", "protein": "BioReason-Pro/eval.py"}
+# flags of an evaluation the sweep sets (or that would send its outputs outside the run tree)
+EVAL_RESERVED_KEYS = {"run_dir", "checkpoint", "eval_split", "output_dir", "run_id", "sweep",
+                      "cell", "config"}
+
+
+def eval_script_for(modality: str | None) -> str | None:
+    """The evaluation script a modality package declares (a path relative to the repo root; never
+    imported here), or None for an unknown modality."""
+    from biopost.modality import MODALITIES
+    if not modality or modality not in MODALITIES:
+        return None
+    return MODALITIES.get(modality).eval_script
 
 TOP_KEYS = {
     "name": "sweep name, used in run ids and paths",
     "description": "free text",
-    "modality": "dna or protein",
-    "task": "task name (kegg, vep, go, ...)",
+    "modality": "a registered modality (dna, protein, ...)",
+    "task": "a registered task name (kegg, vep, go, ...)",
     "data": "mapping handed to every stage as --data_<key> <value>",
     "stages": "mapping of stage name -> stage",
     "zip": "coupled axes across stages: {stage.key: [values]}, equal lengths",
@@ -89,16 +101,20 @@ RESOURCE_DEFAULTS = {"partition": None, "account": None, "gpus": 0, "cpus": None
                      "signal_seconds": 300, "python": None}
 EVAL_SPLITS = ("id", "ood", "id_val", "ood_val")
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-_STAGE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
-_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-_TIME = re.compile(r"^(\d+-)?\d+(:\d{1,2}){0,2}$")
-_GPUS = re.compile(r"^([A-Za-z0-9_.-]+:)?\d+$")
-_MEM = re.compile(r"^\d+[KMGT]?$", re.IGNORECASE)
+# Used with fullmatch() only: `$` alone also accepts a trailing newline, and a stage named
+# "sft\n" would end an #SBATCH line early. ASCII: \d is [0-9], not every Unicode digit.
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", re.ASCII)  # sweep names: path parts
+_STAGE = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}", re.ASCII)
+_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}", re.ASCII)
+_LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}", re.ASCII)
+_TIME = re.compile(r"(\d+-)?\d+(:\d{1,2}){0,2}", re.ASCII)
+_GPUS = re.compile(r"([A-Za-z0-9_.-]+:)?\d+", re.ASCII)
+_MEM = re.compile(r"\d+[KMGT]?", re.IGNORECASE | re.ASCII)
+# Deeper YAML is not a spec (and would exhaust the recursion of later steps).
+MAX_YAML_DEPTH = 32
 
 
-class SpecError(ValueError):
+class SpecError(UserError, ValueError):
     """A bad sweep spec; the message names the file and the key."""
 
 
@@ -122,6 +138,11 @@ def _construct_mapping(loader, node, deep=False):
     seen = set()
     for key_node, _ in node.value:
         key = loader.construct_object(key_node, deep=deep)
+        try:
+            hash(key)
+        except TypeError:  # a list or mapping as a key (`? [a, b]`)
+            raise SpecError(f"a {type(key).__name__} cannot be a key "
+                            f"(line {key_node.start_mark.line + 1})") from None
         if key in seen:
             raise SpecError(f"duplicate key {key!r} (line {key_node.start_mark.line + 1})")
         seen.add(key)
@@ -133,20 +154,82 @@ _SpecLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _con
 
 def load_yaml(path: Path, what: str) -> dict:
     try:
-        text = Path(path).read_text()
-    except OSError as e:
-        raise SpecError(f"{what}: cannot read {path}: {e.strerror}") from None
+        raw = Path(path).read_bytes()
+    except (OSError, ValueError) as e:  # ValueError: a NUL byte in the path
+        raise SpecError(f"{what}: cannot read {path}: {getattr(e, 'strerror', None) or e}") from None
+    from biopost.config import flow_depth_exceeds  # PyYAML is quadratic in the nesting depth
+    if flow_depth_exceeds(raw):
+        raise SpecError(f"{path}: nested too deeply to be a spec")
     try:
-        data = yaml.load(text, Loader=_SpecLoader)
+        data = yaml.load(raw, Loader=_SpecLoader)  # bytes: YAML's encoding detection and errors
     except SpecError as e:
         raise SpecError(f"{path}: {e}") from None
     except yaml.YAMLError as e:
         raise SpecError(f"{path}: not valid YAML: {e}") from None
+    except ValueError as e:  # int() of an integer of more than 4,300 digits
+        what = ("an integer of more than 4,300 digits (quote it if it is text)"
+                if "digits" in str(e) else str(e)[:160])
+        raise SpecError(f"{path}: unreadable value: {what}") from None
+    except RecursionError:
+        raise SpecError(f"{path}: nested too deeply to be a spec") from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise SpecError(f"{path}: expected a mapping at the top level")
+    _check_plain(path, data)
     return data
+
+
+_JSON_SCALARS = (str, int, float, bool, type(None))
+
+
+def _is_unicode(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _check_plain(path, data) -> None:
+    """Every value of a spec or stage config must be JSON (it is hashed into run ids and
+    passed to stages as JSON): strings, numbers, booleans, null, lists, mappings with scalar
+    keys; no recursive anchor (`&a [*a]`), at most MAX_YAML_DEPTH levels. YAML dates, sets
+    and binary are errors naming the key. Iterative, so no input exhausts the recursion."""
+    stack = [(data, (), "")]  # (value, ids of the containers above it, key path)
+    seen: set = set()  # a shared anchor (`<<: *defaults`) is checked once
+    while stack:
+        value, above, where = stack.pop()
+        if isinstance(value, str):
+            if not _is_unicode(value):
+                _fail(path, where or "(top level)", "text with a lone surrogate (a \\ud800-"
+                      "\\udfff escape) is not Unicode")
+            continue
+        if isinstance(value, _JSON_SCALARS):
+            continue
+        if not isinstance(value, (dict, list)):
+            _fail(path, where or "(top level)", f"a YAML {type(value).__name__} is not a "
+                  "string, number, boolean, list or mapping (quote it)")
+        if id(value) in above:
+            _fail(path, where or "(top level)", "a recursive YAML anchor (a value that "
+                  "contains itself)")
+        if len(above) >= MAX_YAML_DEPTH:
+            _fail(path, where.split("[", 1)[0] or "(top level)",
+                  f"nested deeper than {MAX_YAML_DEPTH} levels")
+        if id(value) in seen:
+            continue
+        seen.add(id(value))
+        inner = (*above, id(value))
+        if isinstance(value, dict):
+            for k, v in value.items():
+                key = f"{where}.{_shown(k, 40)}" if where else _shown(k, 40)
+                if not isinstance(k, str):  # JSON keys are strings: 1 and "1" would collide
+                    _fail(path, key, f"a YAML {type(k).__name__} cannot be a key (quote it)")
+                if not _is_unicode(k):
+                    _fail(path, key, "a key with a lone surrogate is not Unicode")
+                stack.append((v, inner, key))
+        else:
+            stack.extend((v, inner, f"{where}[{i}]") for i, v in enumerate(value))
 
 
 # ---------------------------------------------------------------------------------- the spec
@@ -206,15 +289,22 @@ def _check_keys(path, where, data, allowed: dict):
     unknown = [k for k in data if k not in allowed]
     if unknown:
         prefix = f"{where}." if where else ""
-        _fail(path, f"{prefix}{unknown[0]}", f"unknown key (allowed: {', '.join(allowed)})")
+        _fail(path, f"{prefix}{_shown(unknown[0])}", f"unknown key (allowed: {', '.join(allowed)})")
 
 
 def _is_scalar(v) -> bool:
     return isinstance(v, (str, int, float, bool)) and not (isinstance(v, float) and math.isnan(v))
 
 
+def _shown(value, limit: int = 80) -> str:
+    """A name from the spec as it can be printed on one line: plain names as they are, any
+    other value (a newline in it, a list, a number) as its repr, cut to `limit` characters."""
+    text = value if isinstance(value, str) and value.isprintable() and value else repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
 def _check_flag_name(path, key, name):
-    if not isinstance(name, str) or not _KEY.match(name):
+    if not isinstance(name, str) or not _KEY.fullmatch(name):
         _fail(path, key, "not a valid flag name (letters, digits, _)")
     if name in RESERVED_KEYS:
         _fail(path, key, f"{name!r} is set by the sweep itself"
@@ -244,8 +334,8 @@ def _check_data(path, key, data):
     if not isinstance(data, dict):
         _fail(path, key, f"expected a mapping {{key: value}}, got {data!r}")
     for k, v in data.items():
-        if not isinstance(k, str) or not _KEY.match(k):
-            _fail(path, f"{key}.{k}", "not a valid key (letters, digits, _)")
+        if not isinstance(k, str) or not _KEY.fullmatch(k):
+            _fail(path, f"{key}.{_shown(k)}", "not a valid key (letters, digits, _)")
         if not _is_scalar(v):
             _fail(path, f"{key}.{k}", f"expected a string, number or boolean, got {v!r}")
     return dict(data)
@@ -267,16 +357,16 @@ def check_resources(path, key, res) -> dict:
                 _fail(path, where, f"expected a non-empty one-line string, got {v!r}")
         elif k == "gpus":
             if isinstance(v, bool) or not (isinstance(v, int) and v >= 0
-                                           or isinstance(v, str) and _GPUS.match(v)):
+                                           or isinstance(v, str) and _GPUS.fullmatch(v)):
                 _fail(path, where, f"expected an integer >= 0 or 'type:n', got {v!r}")
         elif k in ("cpus", "array_limit", "signal_seconds"):
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 _fail(path, where, f"expected an integer >= 1, got {v!r}")
         elif k == "mem":
-            if isinstance(v, bool) or not (isinstance(v, int) and v > 0 or isinstance(v, str) and _MEM.match(v)):
+            if isinstance(v, bool) or not (isinstance(v, int) and v > 0 or isinstance(v, str) and _MEM.fullmatch(v)):
                 _fail(path, where, f"expected e.g. 64G or a number of megabytes, got {v!r}")
         elif k == "time":
-            if isinstance(v, bool) or not (isinstance(v, int) and v > 0 or isinstance(v, str) and _TIME.match(v)):
+            if isinstance(v, bool) or not (isinstance(v, int) and v > 0 or isinstance(v, str) and _TIME.fullmatch(v)):
                 _fail(path, where, f"expected a SLURM time like 24:00:00, 1-00:00:00 or minutes, got {v!r}")
         elif k == "est_hours":
             if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
@@ -321,6 +411,18 @@ def _order_stages(path, raw: dict) -> list[str]:
     return order
 
 
+def _check_registered(path, modality, task) -> None:
+    """Modality and task names must be registered (by an installed modality package); neither
+    lookup imports the package's torch-using modules."""
+    from biopost.modality import MODALITIES
+    from biopost.tasks import TASKS
+    if modality is not None and modality not in MODALITIES:
+        _fail(path, "modality", f"{modality!r} is not a registered modality (registered: "
+                                f"{', '.join(MODALITIES.names()) or 'none'}; is its package installed?)")
+    if task is not None and task not in TASKS:
+        _fail(path, "task", f"{task!r} is not a registered task (registered: {', '.join(TASKS.names()) or 'none'})")
+
+
 def load_spec(path) -> Spec:
     """Read and validate a spec. Does not read the stage config files (expand() does)."""
     path = Path(path)
@@ -328,14 +430,16 @@ def load_spec(path) -> Spec:
     _check_keys(path, "", raw, TOP_KEYS)
 
     name = raw.get("name")
-    if not isinstance(name, str) or not _NAME.match(name):
-        _fail(path, "name", f"required: letters, digits, '.', '_', '-' (got {name!r})")
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        _fail(path, "name", f"required: letters, digits, '.', '_', '-', at most 100 characters "
+              f"(got {_shown(name)})")
     description = raw.get("description") or ""
     modality = raw.get("modality")
     task = raw.get("task")
     for key, v in (("modality", modality), ("task", task), ("description", description)):
         if v is not None and not isinstance(v, str):
             _fail(path, key, f"expected a string, got {v!r}")
+    _check_registered(path, modality, task)
     data = _check_data(path, "data", raw.get("data")) or {}
     resources = check_resources(path, "resources", raw.get("resources"))
 
@@ -350,8 +454,9 @@ def load_spec(path) -> Spec:
     if not isinstance(raw_stages, dict) or not raw_stages:
         _fail(path, "stages", "required: a mapping of stage name -> {script, config, grid, ...}")
     for sname, sraw in raw_stages.items():
-        if not isinstance(sname, str) or not _STAGE.match(sname) or sname == "eval":
-            _fail(path, f"stages.{sname}", "a stage name is letters, digits, '_', '-' and not 'eval'")
+        if not isinstance(sname, str) or not _STAGE.fullmatch(sname) or sname == "eval":
+            _fail(path, f"stages.{_shown(sname)}", "a stage name is letters, digits, '_', '-' "
+                  "(at most 64 characters, starting with a letter) and not 'eval'")
         _check_keys(path, f"stages.{sname}", sraw, STAGE_KEYS)
 
     stages = {}
@@ -375,7 +480,7 @@ def load_spec(path) -> Spec:
                 _fail(path, f"{where}.after", f"a {kind} stage cannot run after a {up_kind} stage "
                       f"(supported: {', '.join(f'{a} -> {b}' for a, b in sorted(BINDINGS))})")
         checkpoint = s.get("checkpoint", "last")
-        if not isinstance(checkpoint, str) or not _LABEL.match(checkpoint):
+        if not isinstance(checkpoint, str) or not _LABEL.fullmatch(checkpoint):
             _fail(path, f"{where}.checkpoint", f"expected a checkpoint label such as last or "
                   f"best_ood_val, got {checkpoint!r}")
         if "checkpoint" in s and (not after or stages[after].kind != "sft"):
@@ -385,13 +490,13 @@ def load_spec(path) -> Spec:
         if not isinstance(grid, dict):
             _fail(path, f"{where}.grid", f"expected a mapping {{key: [values]}}, got {grid!r}")
         for k, values in grid.items():
-            _check_flag_name(path, f"{where}.grid.{k}", k)
+            _check_flag_name(path, f"{where}.grid.{_shown(k)}", k)
             _check_values(path, f"{where}.grid.{k}", values)
         overrides = s.get("overrides") or {}
         if not isinstance(overrides, dict):
             _fail(path, f"{where}.overrides", f"expected a mapping {{key: value}}, got {overrides!r}")
         for k, v in overrides.items():
-            _check_flag_name(path, f"{where}.overrides.{k}", k)
+            _check_flag_name(path, f"{where}.overrides.{_shown(k)}", k)
             if v is None:
                 _fail(path, f"{where}.overrides.{k}", "null is not a value (leave the key out)")
             if k in grid:
@@ -415,7 +520,7 @@ def load_spec(path) -> Spec:
         _fail(path, "zip", f"expected a mapping {{stage.key: [values]}}, got {zip_!r}")
     lengths = {}
     for full, values in zip_.items():
-        stage, key = _split_stage_key(path, f"zip.{full}", full, stages)
+        stage, key = _split_stage_key(path, f"zip.{_shown(full)}", full, stages)
         _check_values(path, f"zip.{full}", values)
         if full in swept:
             _fail(path, f"zip.{full}", "also swept elsewhere (grid or another axis)")
@@ -436,7 +541,7 @@ def load_spec(path) -> Spec:
         if not isinstance(c, dict) or not c:
             _fail(path, f"cells[{i}]", "expected a non-empty mapping {stage.key: value}")
         for full, v in c.items():
-            stage, key = _split_stage_key(path, f"cells[{i}].{full}", full, stages)
+            stage, key = _split_stage_key(path, f"cells[{i}].{_shown(full)}", full, stages)
             if not _is_scalar(v):
                 _fail(path, f"cells[{i}].{full}", f"expected a string, number or boolean, got {v!r}")
             if full in swept:
@@ -458,24 +563,29 @@ def load_spec(path) -> Spec:
         if not isinstance(ev_stages, list) or not ev_stages:
             _fail(path, "eval.stages", f"expected a list of stage names, got {ev_stages!r}")
         for s in ev_stages:
-            if s not in stages:
-                _fail(path, "eval.stages", f"no stage named {s!r} (stages: {', '.join(stages)})")
-        script = ev.get("script") or EVAL_SCRIPTS.get(modality or "")
+            if not isinstance(s, str) or s not in stages:
+                _fail(path, "eval.stages", f"no stage named {_shown(s)} (stages: {', '.join(stages)})")
+        script = ev.get("script") or eval_script_for(modality)
         if not isinstance(script, str) or not script:
-            _fail(path, "eval.script", f"required when modality is not one of {', '.join(EVAL_SCRIPTS)}")
+            _fail(path, "eval.script", "required when the modality's package names no evaluation script")
         config = ev.get("config")
         if config is not None and (not isinstance(config, str) or not config):
             _fail(path, "eval.config", f"expected a path to a YAML file, got {config!r}")
         checkpoints = ev.get("checkpoint", "last")
         checkpoints = checkpoints if isinstance(checkpoints, list) else [checkpoints]
-        if not checkpoints or any(not isinstance(c, str) or not _LABEL.match(c) for c in checkpoints):
+        if not checkpoints or any(not isinstance(c, str) or not _LABEL.fullmatch(c) for c in checkpoints):
             _fail(path, "eval.checkpoint", f"expected a checkpoint label or a list of them, got {checkpoints!r}")
         overrides = ev.get("overrides") or {}
         if not isinstance(overrides, dict):
             _fail(path, "eval.overrides", f"expected a mapping {{key: value}}, got {overrides!r}")
-        for k in overrides:
-            if not isinstance(k, str) or not _KEY.match(k) or k in ("run_dir", "checkpoint", "eval_split"):
-                _fail(path, f"eval.overrides.{k}", "not a flag the sweep lets you set")
+        for k, v in overrides.items():
+            if not isinstance(k, str) or not _KEY.fullmatch(k):
+                _fail(path, f"eval.overrides.{_shown(k)}", "not a valid flag name (letters, digits, _)")
+            if k in EVAL_RESERVED_KEYS:
+                _fail(path, f"eval.overrides.{k}", "set by the sweep itself (an evaluation writes "
+                      "into <run dir>/eval/ of the run it evaluates)")
+            if v is None:
+                _fail(path, f"eval.overrides.{k}", "null is not a value (leave the key out)")
         eval_spec = EvalSpec(splits=list(splits), stages=[s for s in stages if s in ev_stages],
                              script=script, config=config, checkpoints=list(dict.fromkeys(checkpoints)),
                              overrides=dict(overrides), data=_check_data(path, "eval.data", ev.get("data")),

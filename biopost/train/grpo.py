@@ -71,12 +71,13 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import ClassVar, Optional
 
-from biopost.config import F, save_config
-from biopost.train.sft import (NT_500M, epoch_order, log, model_spec_from_config, record_done, run_stage,
-                               write_json)
-from biopost.train.signals import REQUEUE_EXIT_CODE
+from biopost.config import ConfigError, F, save_config
+from biopost.errors import CheckpointError, MissingCheckpointError
+from biopost.stage import run_stage
+from biopost.train.sft import epoch_order, log, model_spec_from_config, record_done, write_json
+from biopost.signals import REQUEUE_EXIT_CODE
 
 LOSS_TYPES = ("grpo", "dr_grpo", "dapo")
 SCALE_REWARDS = ("group", "batch", "none")
@@ -88,6 +89,9 @@ MERGED_SFT_DIR = "merged_sft"
 
 @dataclass
 class GRPOConfig:
+    """GRPO's config. The modality packages add their flags (DNA: --dna_model_name, --max_length_dna,
+    ...) to it: see biopost.modality.with_modality_flags."""
+    modality_flags: ClassVar[bool] = True
     # what and where
     task: str = F("kegg", "registered task name (kegg, vep; go with the protein package)")
     data_path: str = F("", "directory of split files, a single file, or a HF dataset name (uses split train)")
@@ -108,12 +112,7 @@ class GRPOConfig:
                                   "or base (adapter disabled even when continuing an SFT adapter; LoRA only)")
     # model (used by --init base; --merge_sft uses the LoRA settings; a continued SFT checkpoint keeps its own)
     text_model_name: str = F("Qwen/Qwen3-1.7B", "HF name or path of the Qwen3 language model (--init base)")
-    dna_model_name: str = F(NT_500M, "HF name or path of the DNA encoder (--init base)")
-    dna_is_evo2: bool = F(False, "the DNA encoder is an Evo2 model (package evo2)")
-    dna_embedding_layer: str = F("-1", "hidden layer of the DNA encoder to embed from (index; Evo2: a module name)")
-    protein_model_name: str = F("", "HF name or path of the protein encoder (protein tasks)")
-    protein_embedding_layer: str = F("-1", "hidden layer of the protein encoder to embed from")
-    projector: str = F("", "linear or mlp (default: linear for DNA, mlp for protein)")
+    projector: str = F("", "linear or mlp (default: the modality's, e.g. linear for DNA, mlp for protein)")
     lora_rank: int = F(16, "LoRA rank of a fresh adapter; 0 = full fine-tuning of the language model")
     lora_alpha: int = F(32, "LoRA alpha")
     lora_dropout: float = F(0.0, "LoRA dropout (0: dropout makes the policy ratio noisy)")
@@ -121,8 +120,6 @@ class GRPOConfig:
                                   "modules that get LoRA adapters")
     trust_remote_code: bool = F(False, "allow models that ship their own code (off by default)")
     # data
-    max_length_dna: int = F(2048, "longest DNA sequence in bases; longer ones are centre-cropped and counted")
-    truncate_dna_per_side: int = F(0, "keep this many bases on each side of the centre (0 = off)")
     max_length_text: int = F(1024, "text-token budget of a prompt (bio tokens come on top); "
                                    "longer prompts are an error")
     train_data_fraction: float = F(1.0, "train on the first ceil(f*N) rows of a fixed permutation")
@@ -135,8 +132,10 @@ class GRPOConfig:
     top_p: float = F(1.0, "nucleus sampling mass (1 = off)")
     top_k: int = F(0, "top-k sampling (0 = off)")
     rollout_batch_size: int = F(0, "completions per generate() call (0 = the whole generation batch at once)")
+    engine: str = F("hf", "generation engine of the rollouts (registered: hf)")
     reward_funcs: list[str] = F(["correctness", "format"],
-                                "registered reward functions (DNA: correctness, format, concise)")
+                                "registered reward functions (built in: correctness = the task's own "
+                                "per-example metric, format, concise)")
     reward_weights: list[float] = F([], "one weight per reward function (empty = 1.0 each); "
                                         "total reward = weighted sum")
     # GRPO
@@ -270,7 +269,7 @@ def validate_config(cfg) -> None:
                             f"gradient_accumulation_steps ({s.accum}) must divide one another, so that generation "
                             f"batches and optimizer steps share boundaries")
     if problems:
-        raise ValueError("; ".join(problems))
+        raise ConfigError("; ".join(problems))
 
 
 # ===================================================================== the math (pure tensor functions)
@@ -483,10 +482,10 @@ class ReferencePolicy:
 
 
 def save_tensors(tensors: dict, path: Path) -> None:
-    from safetensors.torch import save_file
-    tmp = path.with_name(path.name + ".tmp")
-    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp))
-    tmp.replace(path)
+    from safetensors.torch import save
+
+    from biopost.files import write_bytes_atomic
+    write_bytes_atomic(path, save({k: v.detach().cpu().contiguous() for k, v in tensors.items()}))
 
 
 # ===================================================================== where the policy starts
@@ -555,12 +554,12 @@ def build_policy(cfg, modality: str, device, dtype, out: Path):
         return BioReasoningModel.build(model_spec_from_config(cfg, modality), device=device, dtype=dtype)
     sft = Path(cfg.sft_checkpoint)
     if not (sft / MODEL_CONFIG).is_file():
-        raise FileNotFoundError(f"--sft_checkpoint {sft}: not a bio-post model directory (no {MODEL_CONFIG})")
+        raise MissingCheckpointError(f"--sft_checkpoint {sft}: not a bio-post model directory (no {MODEL_CONFIG})")
     if not cfg.merge_sft:
         return BioReasoningModel.load(sft, device=device, dtype=dtype, is_trainable=True,
-                                      trust_remote_code=cfg.trust_remote_code or None)
+                                      trust_remote_code=cfg.trust_remote_code)
     sft_model = BioReasoningModel.load(sft, device=device, dtype=dtype, is_trainable=False,
-                                       trust_remote_code=cfg.trust_remote_code or None)
+                                       trust_remote_code=cfg.trust_remote_code)
     merged = out / MERGED_SFT_DIR
     shutil.rmtree(merged, ignore_errors=True)
     sft_model.merge(merged)     # records its own absolute path as the text model: later checkpoints load it
@@ -592,18 +591,20 @@ def train_grpo(cfg: GRPOConfig) -> int:
     import torch
     from tqdm import tqdm
 
-    from biopost.data.examples import dna_truncation, encode_prompt, load_task_data
-    from biopost.data.schema import Truncation, fraction_subset
+    from biopost.data.examples import encode_prompt, load_task_data, truncation_for
+    from biopost.data.schema import fraction_subset
     from biopost.encoders.cache import EmbeddingCache
-    from biopost.generate.sampling import SamplingConfig, generate
+    from biopost.eval.run import cache_lookup
+    from biopost.generate.engine import ENGINES, build_engine
+    from biopost.generate.sampling import SamplingConfig
+    from biopost.rewards import resolve_rewards, score
     from biopost.model.bio_model import BioReasoningModel
     from biopost.tasks import get_task
     from biopost.train import checkpoint as ckpt_lib
     from biopost.train.device import autocast, base_dtype, deterministic_on_cpu, pick_device, seed_everything
     from biopost.train.log import JsonlLog
-    from biopost.train.rewards import resolve_rewards, score
     from biopost.train.schedule import lr_multiplier
-    from biopost.train.signals import StopFlag
+    from biopost.signals import StopFlag
 
     validate_config(cfg)
     stop = StopFlag()  # install first: a signal during set-up must not kill the job uncheckpointed
@@ -612,7 +613,8 @@ def train_grpo(cfg: GRPOConfig) -> int:
     if cfg.run_id is None:
         cfg.run_id = out.resolve().name
     task = get_task(cfg.task)
-    rewards = resolve_rewards(list(cfg.reward_funcs), [float(w) for w in cfg.reward_weights])
+    rewards = resolve_rewards(list(cfg.reward_funcs), [float(w) for w in cfg.reward_weights], task=task)
+    ENGINES.get(cfg.engine)  # an unknown engine fails before anything loads
     sched = schedule_from_config(cfg)
     eps_low = cfg.epsilon
     eps_high = cfg.epsilon if cfg.epsilon_high is None else cfg.epsilon_high
@@ -632,8 +634,7 @@ def train_grpo(cfg: GRPOConfig) -> int:
     seed_everything(cfg.seed)
 
     # ---------------------------------------------------------------- data (prompts + gold; no reasoning needed)
-    truncation = dna_truncation(cfg.max_length_dna, cfg.truncate_dna_per_side)
-    truncation["protein"] = Truncation(0, 0)
+    truncation = truncation_for(task.modality, cfg)
     rows, reports = load_task_data(task, cfg.data_path, ("train",), training_splits=(), truncation=truncation,
                                    skip_invalid=cfg.skip_invalid, log=log)
     train_rows = fraction_subset(rows["train"], cfg.train_data_fraction, cfg.data_seed)
@@ -646,7 +647,7 @@ def train_grpo(cfg: GRPOConfig) -> int:
     if resume_from is not None:
         log(f"[grpo] resuming from {resume_from}")
         model = BioReasoningModel.load(resume_from, device=device, dtype=dtype, is_trainable=True,
-                                       trust_remote_code=cfg.trust_remote_code or None)
+                                       trust_remote_code=cfg.trust_remote_code)
     else:
         model = build_policy(cfg, task.modality, device, dtype, out)
     if model.is_lora and model.spec.lora_dropout != cfg.lora_dropout:
@@ -665,12 +666,12 @@ def train_grpo(cfg: GRPOConfig) -> int:
     reference = None
     if cfg.beta != 0.0:
         if cfg.reference == "base" and not model.is_lora:
-            raise ValueError("--reference base needs a LoRA policy "
+            raise ConfigError("--reference base needs a LoRA policy "
                              "(with full fine-tuning the reference is the initial model)")
         ref_path = out / REFERENCE_FILE
         if resume_from is not None:
             if not ref_path.is_file():
-                raise FileNotFoundError(f"{ref_path}: the reference tensors of this run are missing; cannot resume "
+                raise MissingCheckpointError(f"{ref_path}: the reference tensors of this run are missing; cannot resume "
                                         f"with beta {cfg.beta} (start afresh with --resume never)")
             from safetensors.torch import load_file
             ref_tensors = load_file(str(ref_path))
@@ -695,14 +696,13 @@ def train_grpo(cfg: GRPOConfig) -> int:
         n_new = cache.ensure(seqs, batch_size=cfg.encoder_batch_size, progress=True)
         log(f"[grpo] {modality}: {len(seqs)} unique sequences, {n_new} newly encoded ({cache.dir})")
 
-    def embeddings(modality, seq):
-        return caches[modality].get(seq)
+    embeddings = cache_lookup(caches)
 
     # ---------------------------------------------------------------- optimizer and schedule
     n = len(prompts)
     per_epoch = n // sched.prompts_per_generation
     if per_epoch == 0:
-        raise ValueError(f"{n} training prompts cannot fill one generation batch of {sched.prompts_per_generation} "
+        raise ConfigError(f"{n} training prompts cannot fill one generation batch of {sched.prompts_per_generation} "
                          f"prompts (lower per_device_train_batch_size x steps_per_generation / num_generations)")
     if n % sched.prompts_per_generation:
         log(f"[grpo] {n % sched.prompts_per_generation} prompts per epoch do not fill a generation batch and are "
@@ -725,7 +725,7 @@ def train_grpo(cfg: GRPOConfig) -> int:
         state = ckpt_lib.load_optimizer_state(resume_from, optimizer, scheduler)
         step = state["step"]
         if not sched.boundary(step) and step < total_steps:
-            raise ValueError(f"{resume_from}: step {step} is not at a generation-batch boundary of this config "
+            raise CheckpointError(f"{resume_from}: step {step} is not at a generation-batch boundary of this config "
                              f"(batch settings changed since the checkpoint?)")
     train_log = JsonlLog(out / "train_log.jsonl", resume_step=step if resume_from is not None else None)
 
@@ -740,6 +740,7 @@ def train_grpo(cfg: GRPOConfig) -> int:
                                         keep_last=cfg.save_total_limit)
 
     amp = lambda: autocast(device, cfg.bf16)  # noqa: E731  (a fresh region per pass: see ReferencePolicy)
+    engine = build_engine(cfg.engine, model, embeddings, device=device, autocast_ctx=amp)
     names = [name for name, _, _ in rewards]
     weights = torch.tensor([w for _, _, w in rewards], dtype=torch.float32)
 
@@ -759,7 +760,7 @@ def train_grpo(cfg: GRPOConfig) -> int:
             sampling = SamplingConfig(max_new_tokens=cfg.max_completion_length, do_sample=True,
                                       temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k,
                                       seed=(cfg.seed * 1_000_003 + g) * 1_009 + c)
-            gens += generate(model, group_prompts[start:start + chunk], embeddings, sampling, device, amp())
+            gens += engine.generate(group_prompts[start:start + chunk], sampling)
         texts = [x.text for x in gens]
         per_func = torch.tensor([score(fn, name, texts, group_rows) for name, fn, _ in rewards],
                                 dtype=torch.float32).T                     # (B, F)
@@ -830,6 +831,7 @@ def train_grpo(cfg: GRPOConfig) -> int:
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
+        engine.sync_weights(model)  # the next rollout samples from the updated policy
         step += 1
         dt = time.perf_counter() - t0
         at_boundary = sched.boundary(step)
@@ -867,6 +869,11 @@ def train_grpo(cfg: GRPOConfig) -> int:
     stop.restore()
     if exit_code == 0:
         record_done(out, "grpo", step, total_steps)
+        from biopost.train.grpo_summary import write_grpo_summary
+        summary = write_grpo_summary(out)  # the runner puts it in status.json; the harvester notes it
+        if summary["no_learning_signal"]:
+            log(f"[grpo] no learning signal: every group of all {summary['steps']} logged steps had zero "
+                f"reward std (mean reward {summary['mean_reward']}), so every advantage was 0")
     return exit_code
 
 

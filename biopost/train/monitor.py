@@ -34,13 +34,14 @@ class ProbeMonitor:
     patience: int
     device: object
     log: object
+    engine: object = None             # the generation engine probes sample through
     best: float | None = None
     best_step: int | None = None
     since_best: int = 0
     history: list = field(default_factory=list)
 
     @classmethod
-    def create(cls, cfg, model, task, rows, caches, out_dir, state: dict, log):
+    def create(cls, cfg, model, task, rows, caches, out_dir, state: dict, log, engine=None):
         probes = {}
         for split in ("id_val", "ood_val"):
             subset = rows[split]
@@ -49,7 +50,13 @@ class ProbeMonitor:
             probes[split] = subset
         monitor = cls(model=model, task=task, probes=probes, caches=caches,
                       settings=EvalSettings(cfg.max_new_tokens, cfg.eval_batch_size, seed=cfg.seed),
-                      patience=cfg.stop_on_ood_peak, device=next(model.parameters()).device, log=log)
+                      patience=cfg.stop_on_ood_peak, device=next(model.parameters()).device, log=log,
+                      engine=engine)
+        if monitor.engine is None:
+            from biopost.eval.run import cache_lookup
+            from biopost.generate.engine import build_engine
+            monitor.engine = build_engine(getattr(cfg, "engine", "hf"), model, cache_lookup(caches),
+                                          device=monitor.device)
         monitor.best = state.get("best")
         monitor.best_step = state.get("best_step")
         monitor.since_best = state.get("since_best", 0)
@@ -63,11 +70,12 @@ class ProbeMonitor:
 
     def score_split(self, split: str) -> dict:
         """The headline (and other metrics) of one probe split; tests may script this."""
-        from biopost.eval.run import evaluate_rows, score
+        from biopost.eval.run import evaluate_rows
         self.model.eval()
-        _, golds, parsed = evaluate_rows(self.model, self.task, self.probes[split], self.caches, self.settings,
-                                         self.device, desc=f"probe {split}")
-        metrics, _, _, _ = score(golds, parsed, bootstrap_resamples=0)
+        self.engine.sync_weights(self.model)  # the policy moved since the last probe
+        _, golds, parsed = evaluate_rows(self.engine, self.model, self.task, self.probes[split], self.caches,
+                                         self.settings, desc=f"probe {split}")
+        metrics = dict(self.task.metrics(golds, parsed, bootstrap_resamples=0).metrics)
         metrics["n_unparsed"] = sum(p is None for p in parsed)
         return metrics
 

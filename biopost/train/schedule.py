@@ -11,7 +11,8 @@ def lr_multiplier(step: int, *, kind: str, warmup_steps: int, total_steps: int,
                   min_lr_ratio: float = 0.0, decay_fraction: float = 0.2) -> float:
     """Multiplier for optimizer step `step` (0-based). Warmup is linear from 1/(warmup+1)."""
     if kind not in SCHEDULES:
-        raise ValueError(f"lr_scheduler_type: unknown schedule {kind!r} (choose from {', '.join(SCHEDULES)})")
+        from biopost.config import ConfigError
+        raise ConfigError(f"lr_scheduler_type: unknown schedule {kind!r} (choose from {', '.join(SCHEDULES)})")
     if warmup_steps > 0 and step < warmup_steps:
         return (step + 1) / (warmup_steps + 1)
     if kind == "constant":

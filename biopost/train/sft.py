@@ -9,23 +9,23 @@ stopped and ends bit-identical on CPU.
 """
 from __future__ import annotations
 
-import json
 import math
-import os
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import ClassVar, Optional
 
-from biopost.config import F, save_config
-from biopost.train.signals import REQUEUE_EXIT_CODE
-
-NT_500M = "InstaDeepAI/nucleotide-transformer-v2-500m-multi-species"
+from biopost.config import ConfigError, F, save_config
+from biopost.signals import REQUEUE_EXIT_CODE
+from biopost.stage import run_stage
 
 
 @dataclass
 class SFTConfig:
+    """SFT's config. The modality packages add their flags (DNA: --dna_model_name, --max_length_dna,
+    ...) to it: see biopost.modality.with_modality_flags."""
+    modality_flags: ClassVar[bool] = True
     # what and where
     task: str = F("kegg", "registered task name (kegg, vep; go with the protein package)")
     data_path: str = F("", "directory of split files, a single file, or a HF dataset name")
@@ -37,21 +37,19 @@ class SFTConfig:
     data_seed: int = F(0, "seed of the fixed permutation behind --train_data_fraction")
     # model
     text_model_name: str = F("Qwen/Qwen3-1.7B", "HF name or path of the Qwen3 language model")
-    dna_model_name: str = F(NT_500M, "HF name or path of the DNA encoder")
-    dna_is_evo2: bool = F(False, "the DNA encoder is an Evo2 model (package evo2)")
-    dna_embedding_layer: str = F("-1", "hidden layer of the DNA encoder to embed from (index; Evo2: a module name)")
-    protein_model_name: str = F("", "HF name or path of the protein encoder (protein tasks)")
-    protein_embedding_layer: str = F("-1", "hidden layer of the protein encoder to embed from")
-    projector: str = F("", "linear or mlp (default: linear for DNA, mlp for protein)")
+    projector: str = F("", "linear or mlp (default: the modality's, e.g. linear for DNA, mlp for protein)")
     lora_rank: int = F(16, "LoRA rank; 0 = full fine-tuning of the language model")
     lora_alpha: int = F(32, "LoRA alpha")
     lora_dropout: float = F(0.05, "LoRA dropout")
     lora_target_modules: list = F(["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
                                   "modules that get LoRA adapters")
+    train_projector_only: bool = F(False, "train only the projectors and the added bio-token rows: the language "
+                                          "model stays frozen, no LoRA (the first stage of a two-stage SFT)")
+    projector_checkpoint_path: Optional[str] = F(None, "initialize the projectors and bio-token rows from this "
+                                                       "checkpoint (directory or bio_modules.safetensors), e.g. "
+                                                       "a projector-only first stage")
     trust_remote_code: bool = F(False, "allow models that ship their own code (off by default)")
     # data
-    max_length_dna: int = F(2048, "longest DNA sequence in bases; longer ones are centre-cropped and counted")
-    truncate_dna_per_side: int = F(0, "keep this many bases on each side of the centre (0 = off)")
     max_length_text: int = F(1024, "text-token budget per example (bio tokens come on top, never truncated)")
     train_data_fraction: float = F(1.0, "train on the first ceil(f*N) rows of a fixed permutation")
     skip_invalid: bool = F(False, "skip and count invalid rows instead of stopping at the first")
@@ -81,6 +79,7 @@ class SFTConfig:
     stop_on_ood_peak: int = F(0, "stop once OOD-val has not improved for N evaluations (0 = off)")
     max_new_tokens: int = F(256, "generation budget of the monitor's probe evaluations")
     eval_batch_size: int = F(8, "batch size of probe evaluations")
+    engine: str = F("hf", "generation engine of the probe evaluations (registered: hf)")
     # encoder
     encoder_batch_size: int = F(16, "sequences per encoder forward pass when filling the embedding cache")
     cache_dir: Optional[str] = F(None, "embedding cache root (default: $BIOPOST_CACHE_DIR)")
@@ -90,22 +89,19 @@ def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def model_spec_from_config(cfg, modality: str):
+def model_spec_from_config(cfg, modality_name: str):
+    """The model a fresh run builds: the text model, the modality's encoder (from its own flags)
+    and projector, the LoRA settings."""
     from biopost.model.bio_model import ModelSpec
-    encoders, projectors = {}, {}
-    if modality == "dna":
-        backend = "evo2" if cfg.dna_is_evo2 else "hf"
-        encoders["dna"] = {"model_name": cfg.dna_model_name, "layer": cfg.dna_embedding_layer, "backend": backend}
-        projectors["dna"] = cfg.projector or "linear"
-    elif modality == "protein":
-        if not cfg.protein_model_name:
-            raise ValueError("protein tasks need --protein_model_name")
-        encoders["protein"] = {"model_name": cfg.protein_model_name, "layer": cfg.protein_embedding_layer,
-                               "backend": "hf"}
-        projectors["protein"] = cfg.projector or "mlp"
+    from biopost.modality import get_modality
+    modality = get_modality(modality_name)
+    encoders = {modality.name: modality.encoder_spec(cfg)}
+    projectors = {modality.name: cfg.projector or modality.default_projector}
+    frozen = bool(getattr(cfg, "train_projector_only", False))
     return ModelSpec(text_model_name=cfg.text_model_name, encoders=encoders, projectors=projectors,
-                     lora_rank=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                     lora_target_modules=list(cfg.lora_target_modules), trust_remote_code=cfg.trust_remote_code)
+                     lora_rank=0 if frozen else cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                     lora_target_modules=list(cfg.lora_target_modules), trust_remote_code=cfg.trust_remote_code,
+                     frozen_llm=frozen)
 
 
 def validate_config(cfg) -> None:
@@ -118,8 +114,14 @@ def validate_config(cfg) -> None:
         problems.append(f"train_data_fraction must be in (0, 1], got {cfg.train_data_fraction}")
     if cfg.lora_rank < 0:
         problems.append("lora_rank must be >= 0")
+    # step counts are divisors in the loop (step % N): 0 would fail only after the model loaded
+    for name in ("save_steps", "logging_steps"):
+        if getattr(cfg, name) < 1:
+            problems.append(f"{name} must be >= 1, got {getattr(cfg, name)}")
+    if cfg.eval_every < 0:
+        problems.append(f"eval_every must be >= 0 (0 = off), got {cfg.eval_every}")
     if problems:
-        raise ValueError("; ".join(problems))
+        raise ConfigError("; ".join(problems))
 
 
 def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
@@ -138,9 +140,8 @@ def steps_per_epoch(n: int, batch_size: int, accum: int) -> int:
 
 
 def write_json(path: Path, obj) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1))
-    tmp.replace(path)
+    from biopost.files import write_json_atomic
+    write_json_atomic(path, obj, indent=1)
 
 
 def record_done(out: Path, stage: str, step: int, total_steps: int) -> None:
@@ -155,8 +156,8 @@ def train_sft(cfg: SFTConfig) -> int:
     import torch
     from tqdm import tqdm
 
-    from biopost.data.examples import dna_truncation, encode_training_example, load_task_data
-    from biopost.data.schema import Truncation, fraction_subset
+    from biopost.data.examples import encode_training_example, load_task_data, truncation_for
+    from biopost.data.schema import fraction_subset
     from biopost.encoders.cache import EmbeddingCache
     from biopost.model.bio_model import BioReasoningModel
     from biopost.tasks import get_task
@@ -164,7 +165,7 @@ def train_sft(cfg: SFTConfig) -> int:
     from biopost.train.device import autocast, base_dtype, deterministic_on_cpu, pick_device, seed_everything
     from biopost.train.log import JsonlLog
     from biopost.train.schedule import lr_multiplier
-    from biopost.train.signals import StopFlag
+    from biopost.signals import StopFlag
 
     validate_config(cfg)
     stop = StopFlag()  # install first: a signal during set-up must not kill the job uncheckpointed
@@ -182,8 +183,7 @@ def train_sft(cfg: SFTConfig) -> int:
     seed_everything(cfg.seed)
 
     # ---------------------------------------------------------------- data
-    truncation = dna_truncation(cfg.max_length_dna, cfg.truncate_dna_per_side)
-    truncation["protein"] = Truncation(0, 0)
+    truncation = truncation_for(task.modality, cfg)
     monitor_splits = ("id_val", "ood_val") if cfg.eval_every > 0 else ()
     rows, reports = load_task_data(task, cfg.data_path, ("train",) + monitor_splits, truncation=truncation,
                                    skip_invalid=cfg.skip_invalid, log=log)
@@ -193,12 +193,17 @@ def train_sft(cfg: SFTConfig) -> int:
 
     # ---------------------------------------------------------------- model
     resume_from = ckpt_lib.resolve_resume(cfg.resume, out)
-    dtype = base_dtype(device, cfg.bf16 and cfg.lora_rank > 0)  # full FT keeps fp32 master weights
+    # full FT keeps fp32 master weights; a frozen LLM (projector only) is never updated
+    dtype = base_dtype(device, cfg.bf16 and (cfg.lora_rank > 0 or cfg.train_projector_only))
     if resume_from is not None:
         log(f"[sft] resuming from {resume_from}")
-        model = BioReasoningModel.load(resume_from, device=device, dtype=dtype, is_trainable=True)
+        model = BioReasoningModel.load(resume_from, device=device, dtype=dtype, is_trainable=True,
+                                       trust_remote_code=cfg.trust_remote_code)
     else:
         model = BioReasoningModel.build(model_spec_from_config(cfg, task.modality), device=device, dtype=dtype)
+        if cfg.projector_checkpoint_path:
+            loaded = model.load_projector_checkpoint(cfg.projector_checkpoint_path)
+            log(f"[sft] projectors and bio-token rows initialized from {loaded}")
     if cfg.gradient_checkpointing:
         model.base_llm().gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.train()
@@ -212,7 +217,7 @@ def train_sft(cfg: SFTConfig) -> int:
     if n_truncated:
         log(f"[sft] {n_truncated} examples had their text truncated to --max_length_text {cfg.max_length_text}")
     if not any(sup_tokens):
-        raise ValueError("no supervised tokens: every assistant turn was truncated away (raise --max_length_text)")
+        raise ConfigError("no supervised tokens: every assistant turn was truncated away (raise --max_length_text)")
     write_json(out / "data_report.json", {"splits": {s: r.to_dict() for s, r in reports.items()},
                                           "train_rows_used": len(train_rows), "text_truncated": n_truncated})
 
@@ -325,21 +330,6 @@ def train_sft(cfg: SFTConfig) -> int:
 def collate_batch(examples, model, embeddings, device):
     from biopost.data.examples import collate
     return collate(examples, model.tokenizer.pad_token_id, embeddings, device=device)
-
-
-def run_stage(fn, cfg) -> int:
-    """Run a stage; bad input ends with one clear line instead of a traceback (BIOPOST_DEBUG=1 shows it)."""
-    from biopost.config import ConfigError
-    from biopost.data.io import DataError
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    try:
-        return fn(cfg)
-    except (DataError, ConfigError, FileNotFoundError, KeyError, ValueError, OSError) as e:
-        if os.environ.get("BIOPOST_DEBUG"):
-            raise
-        message = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
-        print(f"error: {message}", file=sys.stderr)
-        return 1
 
 
 def main(argv=None, prog: str | None = None) -> int:

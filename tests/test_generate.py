@@ -1,0 +1,89 @@
+"""The shared generation loop on transformers' Cache API: a cache the loop creates and the decoder
+fills in place, under the keyword this transformers version takes (`cache` from 5.24, before that
+`past_key_values`), with no deprecation warning; the `hf` engine equals the loop; batched decoding
+equals one prompt at a time; sampling is reproducible for a seed. Runs on every transformers
+version requirements.txt allows (the CI stack and, by hand, the lowest bound)."""
+import warnings
+
+import pytest
+import torch
+
+from biopost.data.examples import encode_prompt
+from biopost.encoders.cache import EmbeddingCache
+from biopost.eval.run import cache_lookup
+from biopost.generate.engine import ENGINES, build_engine
+from biopost.generate.sampling import SamplingConfig, _cache_kwarg, generate
+from biopost.model.bio_model import BioReasoningModel, ModelSpec
+from biopost.tasks import get_task
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def one_thread(one_torch_thread):
+    """Every test here runs torch on one thread (see conftest.one_torch_thread)."""
+
+
+@pytest.fixture(scope="module")
+def setup(biopost_cache):
+    from bioreason.synth_kegg import SynthConfig
+    from bioreason.synth_kegg import generate as synth
+    torch.manual_seed(0)
+    spec = ModelSpec(text_model_name="biopost-tiny/qwen3", lora_rank=4,
+                     encoders={"dna": {"model_name": "biopost-tiny/nt-6mer", "layer": "-1", "backend": "hf"}},
+                     projectors={"dna": "linear"})
+    model = BioReasoningModel.build(spec).eval()
+    task = get_task("kegg")
+    rows = synth(SynthConfig(seed=3, sizes={"train": 6}))["train"]
+    rows[1]["question"] = rows[1]["question"] + " Think step by step about the pathway network first."
+    examples = [encode_prompt(model, task, r) for r in rows]
+    caches = {m: EmbeddingCache(enc, biopost_cache) for m, enc in model.encoders.items()}
+    return model, examples, cache_lookup(caches)
+
+
+def test_the_loop_uses_the_cache_keyword_of_this_transformers_version(setup):
+    import inspect
+
+    import transformers
+    model, examples, emb = setup
+    backbone = model.base_llm().model
+    params = inspect.signature(type(backbone).forward).parameters
+    assert _cache_kwarg(type(backbone).forward) == ("cache" if "cache" in params else "past_key_values")
+    major, minor = (int(x) for x in transformers.__version__.split(".")[:2])
+    assert (_cache_kwarg(type(backbone).forward) == "cache") == ((major, minor) >= (5, 24))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)   # e.g. "`past_key_values` is deprecated"
+        warnings.simplefilter("error", DeprecationWarning)
+        out = generate(model, examples[:2], emb, SamplingConfig(max_new_tokens=6))
+    assert len(out) == 2 and all(len(o.tokens) >= 1 for o in out)
+
+
+def test_batched_greedy_equals_one_prompt_at_a_time(setup):
+    model, examples, emb = setup
+    assert len({len(e.input_ids) for e in examples}) > 1          # left padding is exercised
+    batched = generate(model, examples, emb, SamplingConfig(max_new_tokens=12))
+    single = [generate(model, [e], emb, SamplingConfig(max_new_tokens=12))[0] for e in examples]
+    assert [b.tokens for b in batched] == [s.tokens for s in single]
+
+
+def test_sampling_is_reproducible_for_a_seed_and_differs_across_seeds(setup):
+    model, examples, emb = setup
+    cfg = dict(max_new_tokens=12, do_sample=True, temperature=1.5, top_k=50)
+    a = generate(model, examples, emb, SamplingConfig(seed=7, **cfg))
+    b = generate(model, examples, emb, SamplingConfig(seed=7, **cfg))
+    c = generate(model, examples, emb, SamplingConfig(seed=8, **cfg))
+    assert [x.tokens for x in a] == [x.tokens for x in b]
+    assert [x.tokens for x in a] != [x.tokens for x in c]
+
+
+def test_the_hf_engine_is_the_loop(setup):
+    model, examples, emb = setup
+    engine = build_engine("hf", model, emb)
+    for sampling in (SamplingConfig(max_new_tokens=10), SamplingConfig(max_new_tokens=10, do_sample=True, seed=1)):
+        assert [g.tokens for g in engine.generate(examples, sampling)] == \
+            [g.tokens for g in generate(model, examples, emb, sampling)]
+    engine.sync_weights(model)
+    assert engine.model is model
+    from biopost.errors import NotRegisteredError
+    with pytest.raises(NotRegisteredError, match="unknown generation engine 'vllm'; registered: hf"):
+        ENGINES.get("vllm")
