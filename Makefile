@@ -80,7 +80,7 @@ FORCE:
 venv: $(STAMP)
 
 test: $(STAMP)
-	$(PY) -m pytest -q -ra $(PYTEST_ARGS)
+	$(PY) -m pytest -q -ra --durations=25 $(PYTEST_ARGS)
 
 demo: $(STAMP)
 	BIOPOST_WORK_ROOT=$(WORK_ROOT) $(VENV)/bin/biopost sweep submit sweeps/demo.yaml --executor local
