@@ -162,7 +162,7 @@ def validate_protein_rows(raw: list[tuple[dict, Source]], split: str, onto, *, m
             if alt in (None, ""):
                 err = DataError(f"{_where(row, 'protein_id')}: missing required field")
                 if not skip_invalid:
-                    raise DataError(f"{err}\n(set --skip_invalid true to skip and count such rows)")
+                    raise DataError(f"{err} (set --skip_invalid true to skip and count such rows)")
                 report.skipped["missing protein_id"] += 1
                 continue
             row = dict(row, protein_id=str(alt))
@@ -170,7 +170,7 @@ def validate_protein_rows(raw: list[tuple[dict, Source]], split: str, onto, *, m
             valid.append(validate_go(row, onto, evidence, report))
         except DataError as e:
             if not skip_invalid:
-                raise DataError(f"{e}\n(set --skip_invalid true to skip and count such rows)") from None
+                raise DataError(f"{e} (set --skip_invalid true to skip and count such rows)") from None
             report.skipped[_reason(str(e))] += 1
             if len(report.first_errors) < 5:
                 report.first_errors.append(str(e))

@@ -65,6 +65,6 @@ defer("tiny model", "nt-6mer", "bioreason.tiny_dna:build_nt_6mer",
       help="Nucleotide-Transformer-style EsmForMaskedLM on non-overlapping 6-mers")
 defer("tiny model", "char-dna", "bioreason.tiny_dna:build_char_dna", help="character-level ModernBertForMaskedLM")
 COMMANDS["data"].register_lazy("synth-kegg", "bioreason.data_cli:synth_kegg_main",
-                               help="write synthetic KEGG-like (or variant-effect) splits")
+                               help="write synthetic KEGG-like (or variant-effect) splits; --version 2: with an ID/OOD shift")
 COMMANDS["data"].register_lazy("kegg-network-split", "bioreason.kegg_network_split:main",
                                help="write the published study's KEGG pathway-network split of wanglab/kegg")
