@@ -90,9 +90,9 @@ def _check_sequence(value, fld: SeqField) -> str:
     if not seq:
         raise ValueError("empty sequence")
     allowed = alphabet(fld.modality)
-    # Check before upper-casing: str.upper() maps 'ß' to 'SS' and 'ﬁ' to 'FI', which would turn
-    # non-residue characters into valid ones.
-    bad = sorted({c for c in seq if c.upper() not in allowed or not c.isascii()})
+    # Compare against both ASCII cases before upper-casing: str.upper() maps 'ß' to 'SS' and 'ﬁ'
+    # to 'FI', which would turn non-residue characters into valid ones.
+    bad = sorted(set(seq) - allowed - {c.lower() for c in allowed})
     if bad:
         pos = next(i for i, c in enumerate(seq) if c in bad)
         shown = ", ".join(repr(c) for c in bad[:5])
