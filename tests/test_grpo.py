@@ -130,6 +130,9 @@ def test_config_validation_names_the_problem():
                                    steps_per_generation=2))
     with pytest.raises(ValueError, match="loss_type"):
         validate_config(GRPOConfig(loss_type="bnpo"))
+    with pytest.raises(ValueError, match=r"delta must be > 1 \+ epsilon_high \(1.28\)"):
+        validate_config(GRPOConfig(epsilon_high=0.28, delta=1.2))
+    validate_config(GRPOConfig(epsilon=7e-4, epsilon_high=9e-4, delta=2.0, importance_sampling_level="sequence"))
     with pytest.raises(ConfigError):
         from_dict(GRPOConfig, {"num_generation": 8})
 

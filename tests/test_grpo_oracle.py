@@ -39,6 +39,9 @@ CASES = [
     ("grpo", 0.04, "none", "sequence", False, False),
     ("dapo", 0.0, "group", "sequence", False, False),
 ]
+# two-sided clipping (TRL's delta; BioReason-Pro's capped sequence-level ratio): loss_type, level, delta
+DELTA_CASES = [("dr_grpo", "sequence", 1.29), ("grpo", "token", 1.3)]
+CASES = [c + (None,) for c in CASES] + [(lt, 0.04, "group", lvl, False, False, d) for lt, lvl, d in DELTA_CASES]
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -81,7 +84,7 @@ def prompt_examples(prompts):
     return [Example(id=f"p{i // G}", input_ids=prompts[i // G], labels=None, bio=[]) for i in range(G * len(prompts))]
 
 
-def trl_trainer(setup, tmp_path, loss_type, beta, scale, level, mask_truncated, kl_corr):
+def trl_trainer(setup, tmp_path, loss_type, beta, scale, level, mask_truncated, kl_corr, delta=None):
     from datasets import Dataset
     from trl import GRPOConfig, GRPOTrainer
     model = setup["model"]
@@ -102,7 +105,7 @@ def trl_trainer(setup, tmp_path, loss_type, beta, scale, level, mask_truncated, 
                       gradient_accumulation_steps=ACCUM, num_generations=G, max_completion_length=MAX_LEN,
                       temperature=TEMPERATURE, beta=beta, epsilon=0.2, epsilon_high=0.28, loss_type=loss_type,
                       scale_rewards=scale, importance_sampling_level=level, mask_truncated_completions=mask_truncated,
-                      reward_weights=WEIGHTS, use_bias_correction_kl=kl_corr, use_cpu=True, bf16=False,
+                      reward_weights=WEIGHTS, use_bias_correction_kl=kl_corr, delta=delta, use_cpu=True, bf16=False,
                       report_to="none", save_strategy="no",
                       gradient_checkpointing=False, logging_steps=1, log_completions=False,
                       dataloader_num_workers=0)
@@ -115,20 +118,23 @@ def grad_norm(params):
     return torch.sqrt(sum((p.grad.double() ** 2).sum() for p in params if p.grad is not None)).item()
 
 
-@pytest.mark.parametrize("loss_type,beta,scale,level,mask_truncated,kl_corr", CASES)
+@pytest.mark.parametrize("loss_type,beta,scale,level,mask_truncated,kl_corr,delta", CASES)
 def test_loss_advantages_and_gradient_equal_trl(setup, tmp_path, loss_type, beta, scale, level, mask_truncated,
-                                                kl_corr):
+                                                kl_corr, delta):
     from trl.trainer.utils import split_tensor_dict
     model = setup["model"]
     params = [p for p in model.llm.parameters() if p.requires_grad]
-    trainer = trl_trainer(setup, tmp_path, loss_type, beta, scale, level, mask_truncated, kl_corr)
+    trainer = trl_trainer(setup, tmp_path, loss_type, beta, scale, level, mask_truncated, kl_corr, delta)
     trainer.model.train()
 
     # ---- TRL: its own advantages from the rewards, then its loss over two accumulated micro-batches
     inputs = [{"prompt": f"prompt {i}", "idx": i} for i in range(8)]
     out = trainer._generate_and_score_completions(inputs)
     C = out["completion_ids"].shape[1]
-    out["old_per_token_logps"] = setup["old"][:, :C].clone()
+    old_all = setup["old"]
+    if delta is not None:  # push half the sequences' ratios past the cap (a sequence-level ratio averages noise out)
+        old_all = old_all - 0.4 * (torch.arange(old_all.shape[0]) % 2).unsqueeze(1)
+    out["old_per_token_logps"] = old_all[:, :C].clone()
     if beta:
         out["ref_per_token_logps"] = setup["ref"][:, :C].clone()
     trl_adv = out["advantages"].clone()
@@ -153,18 +159,25 @@ def test_loss_advantages_and_gradient_equal_trl(setup, tmp_path, loss_type, beta
              for s in range(0, 8, MICRO)]
     num_items = sum(int(mb.loss_mask.sum()) for mb in micro)
     assert num_items == int(out["num_items_in_batch"])
-    ours_loss, clip = 0.0, []
+    ours_loss, clip, capped_any = 0.0, [], False
     for k, mb in enumerate(micro):
         rows = slice(k * MICRO, (k + 1) * MICRO)
         width = mb.completion_ids.shape[1]
         logps, _ = completion_logps(model, mb, TEMPERATURE)
-        loss, stats = grpo_loss(logps, setup["old"][rows, :width], setup["ref"][rows, :width] if beta else None,
+        loss, stats = grpo_loss(logps, old_all[rows, :width], setup["ref"][rows, :width] if beta else None,
                                 mb.advantages, mb.loss_mask, loss_type=loss_type, beta=beta, epsilon_low=0.2,
                                 epsilon_high=0.28, importance_sampling_level=level, max_completion_length=MAX_LEN,
                                 grad_accum=ACCUM, num_items_in_batch=num_items, steps_per_generation=ACCUM,
-                                use_bias_correction_kl=kl_corr)
+                                use_bias_correction_kl=kl_corr, delta=delta)
         loss.backward()
         ours_loss += loss.item()
+        if delta is not None:
+            uncapped = grpo_loss(logps.detach(), old_all[rows, :width], setup["ref"][rows, :width],
+                                 mb.advantages, mb.loss_mask, loss_type=loss_type, beta=beta, epsilon_low=0.2,
+                                 epsilon_high=0.28, importance_sampling_level=level, max_completion_length=MAX_LEN,
+                                 grad_accum=ACCUM, num_items_in_batch=num_items, steps_per_generation=ACCUM,
+                                 use_bias_correction_kl=kl_corr)[0]
+            capped_any = capped_any or abs(uncapped.item() - loss.item()) > 1e-6
         s, c = stats["clip_ratio/region_mean"]
         clip.append(float(s / c))
     ours_grad = grad_norm(params)
@@ -174,5 +187,6 @@ def test_loss_advantages_and_gradient_equal_trl(setup, tmp_path, loss_type, beta
     assert ours_loss == pytest.approx(trl_loss, abs=1e-5)
     assert ours_grad == pytest.approx(trl_grad, abs=1e-5, rel=0)
     assert clip == pytest.approx(trl_clip[-ACCUM:], abs=1e-6)
+    assert delta is None or capped_any                   # the cap bound somewhere: the case tests it
     if level == "token":
         assert max(clip) > 0                             # the perturbed old log-probs make clipping fire

@@ -145,6 +145,9 @@ class GRPOConfig:
     epsilon: float = F(0.2, "lower clipping bound: rho >= 1 - epsilon")
     epsilon_high: Optional[float] = F(None, "upper clipping bound: rho <= 1 + epsilon_high "
                                             "(default: epsilon; DAPO: 0.28)")
+    delta: Optional[float] = F(None, "two-sided clipping (INTELLECT-2, TRL's delta): cap the unclipped ratio at "
+                                     "delta so a negative advantage cannot push it without bound "
+                                     "(> 1 + epsilon_high; BioReason-Pro: 2 with the sequence-level ratio)")
     num_iterations: int = F(1, "updates per generation batch (mu); > 1 makes the ratio differ from 1")
     steps_per_generation: Optional[int] = F(None, "micro-batches per generation batch "
                                                   "(default: gradient_accumulation_steps)")
@@ -252,6 +255,11 @@ def validate_config(cfg) -> None:
         problems.append("num_train_epochs must be >= 0")
     if cfg.lora_rank < 0:
         problems.append("lora_rank must be >= 0")
+    if cfg.delta is not None:
+        high = cfg.epsilon if cfg.epsilon_high is None else cfg.epsilon_high
+        if not cfg.delta > 1 + high:
+            problems.append(f"delta must be > 1 + epsilon_high ({1 + high:g}): at or below it the cap replaces the "
+                            f"clipped ratio too, got {cfg.delta}")
     if cfg.epsilon < 0 or (cfg.epsilon_high is not None and cfg.epsilon_high < 0):
         problems.append("epsilon and epsilon_high must be >= 0")
     if cfg.save_steps < 1 or cfg.logging_steps < 1:
@@ -295,7 +303,7 @@ def compute_advantages(rewards, num_generations: int, scale_rewards: str = "grou
 def grpo_loss(logps, old_logps, ref_logps, advantages, mask, *, loss_type: str, beta: float,
               epsilon_low: float, epsilon_high: float, importance_sampling_level: str = "token",
               max_completion_length: int, grad_accum: int = 1, num_items_in_batch=None,
-              steps_per_generation: int = 1, use_bias_correction_kl: bool = False):
+              steps_per_generation: int = 1, use_bias_correction_kl: bool = False, delta: float | None = None):
     """The clipped surrogate + k3 KL of one micro-batch, aggregated as TRL 1.16 does.
 
     logps, old_logps, ref_logps, mask: (B, T) over completion positions (old None: detached logps,
@@ -322,7 +330,9 @@ def grpo_loss(logps, old_logps, ref_logps, advantages, mask, *, loss_type: str, 
         per_token_kl = torch.exp(ref_logps - logps) - (ref_logps - logps) - 1
     kl_term = per_token_kl * coef_1 if per_token_kl is not None and use_bias_correction_kl else per_token_kl
     coef_2 = torch.clamp(coef_1, 1 - epsilon_low, 1 + epsilon_high)
-    per_token_loss = -torch.min(coef_1 * adv, coef_2 * adv)
+    # capped after coef_2 is taken, as TRL: the clipped branch still sees the true ratio
+    capped = coef_1 if delta is None else torch.clamp(coef_1, max=delta)
+    per_token_loss = -torch.min(capped * adv, coef_2 * adv)
     if kl_term is not None:
         per_token_loss = per_token_loss + beta * kl_term
 
@@ -818,7 +828,7 @@ def train_grpo(cfg: GRPOConfig) -> int:
                                         max_completion_length=cfg.max_completion_length, grad_accum=sched.accum,
                                         num_items_in_batch=buffer.num_items,
                                         steps_per_generation=sched.steps_per_generation,
-                                        use_bias_correction_kl=cfg.use_bias_correction_kl)
+                                        use_bias_correction_kl=cfg.use_bias_correction_kl, delta=cfg.delta)
             loss.backward()
             loss_total += float(loss.detach())
             stats["entropy"] = ((entropies * mb.loss_mask).sum(), mb.loss_mask.sum())
