@@ -77,14 +77,14 @@ def predict(p, args) -> int:
     from biopost.data.examples import encode_prompt
     from biopost.data.schema import RowSchema, Truncation, validate_row
     from biopost.encoders.cache import EmbeddingCache
-    from biopost.eval.parse import split_reasoning
+    from biopost.metrics.parse import split_reasoning
     from biopost.eval.run import cache_lookup
     from biopost.files import write_text_atomic
     from biopost.generate import SamplingConfig
     from biopost.generate.engine import ENGINES, build_engine
     from biopost.model.bio_model import BioReasoningModel
     from biopost.tasks import get_task
-    from biopost.train.device import autocast, base_dtype, pick_device
+    from biopost.runtime import autocast, base_dtype, pick_device
     from bioreason_pro.go_scored import score_samples
     from bioreason_pro.predict_util import describe_terms
 

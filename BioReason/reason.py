@@ -65,12 +65,12 @@ def reason(p, args) -> int:
 
     from biopost.data.examples import encode_prompt
     from biopost.encoders.cache import EmbeddingCache
-    from biopost.eval.parse import split_reasoning
+    from biopost.metrics.parse import split_reasoning
     from biopost.eval.run import cache_lookup
     from biopost.generate import SamplingConfig
     from biopost.generate.engine import ENGINES, build_engine
     from biopost.model.bio_model import BioReasoningModel
-    from biopost.train.device import autocast, base_dtype, pick_device
+    from biopost.runtime import autocast, base_dtype, pick_device
     ENGINES.get(args.engine)  # an unknown engine fails before the model loads
     device = pick_device(args.device)
     model = BioReasoningModel.load(args.checkpoint, device=device, dtype=base_dtype(device),

@@ -67,7 +67,7 @@ def main():
     from biopost.generate import SamplingConfig, generate
     from biopost.model.bio_model import BioReasoningModel
     from biopost.tasks import get_task
-    from biopost.train.device import autocast, base_dtype, pick_device
+    from biopost.runtime import autocast, base_dtype, pick_device
 
     device = pick_device("auto")
     model = BioReasoningModel.load(args.checkpoint, device=device, dtype=base_dtype(device, True)).eval()

@@ -30,7 +30,7 @@ def build_models(root: Path):
     import torch
     from transformers import AutoTokenizer, EsmConfig, EsmForMaskedLM, EsmTokenizer, Qwen3Config, Qwen3ForCausalLM
 
-    from biopost.model.tiny import resolve_model_path
+    from biopost.tiny import resolve_model_path
     text_dir, dna_dir = root / "qwen3-1.7b-shape", root / "nt-500m-shape"
     if not (text_dir / "config.json").exists():
         tok = AutoTokenizer.from_pretrained(resolve_model_path("biopost-tiny/qwen3"))

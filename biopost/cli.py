@@ -7,9 +7,9 @@ import importlib
 import sys
 
 GROUPS = {
-    # name: (module with a main(argv) function, one-line help)
-    "data": ("biopost.data.cli", "data validation and the modalities' data commands (synthetic data, splits)"),
-    "eval": ("biopost.eval.cli", "the modalities' evaluation commands (e.g. GO metrics of prediction files)"),
+    # name: ("module" with a main(argv) function, or "module:function"; one-line help)
+    "data": ("biopost.commands:data_main", "data validation and the modalities' data commands (synthetic data, splits)"),
+    "eval": ("biopost.commands:eval_main", "the modalities' evaluation commands (e.g. GO metrics of prediction files)"),
     "sweep": ("biopost.sweeps.cli", "plan / submit / status / cancel declarative sweeps"),
     "harvest": ("biopost.harvest.cli", "merge every cell's metrics.json into ID/OOD tables and plots"),
     "cpt": ("biopost.train.cpt_cli", "continued pre-training helpers (select-best)"),
@@ -33,8 +33,8 @@ def main(argv=None) -> int:
     if group not in GROUPS:
         print(f"biopost: unknown group {group!r}\n\n{usage()}", file=sys.stderr)
         return 2
-    module = importlib.import_module(GROUPS[group][0])
-    rc = module.main(rest)
+    module_name, _, func = GROUPS[group][0].partition(":")
+    rc = getattr(importlib.import_module(module_name), func or "main")(rest)
     return int(rc or 0)
 
 

@@ -30,3 +30,7 @@ class BadSplitError(UserError, ValueError):
 
 class MissingCheckpointError(UserError, FileNotFoundError):
     """A checkpoint (or a part of one) that is not where the user said it is."""
+
+
+class ModelLoadError(UserError, OSError):
+    """A text model, tokenizer or encoder that cannot be loaded from the name or path given."""

@@ -31,7 +31,7 @@ import re
 from typing import Callable
 
 from biopost.errors import UserError
-from biopost.eval.parse import THINK_CLOSE, THINK_OPEN, extract_answer, strip_stop_tokens  # torch-free
+from biopost.metrics.parse import THINK_CLOSE, THINK_OPEN, extract_answer, strip_stop_tokens  # torch-free
 from biopost.registry import Registry
 
 RewardFn = Callable[[list, list], list]

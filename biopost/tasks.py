@@ -87,14 +87,14 @@ def think_then_answer(reasoning: str, answer: str) -> str:
 def classification_metrics(golds, parsed, bootstrap_resamples: int = 1000, seed: int = 0) -> MetricResult:
     """Accuracy and macro-F1 over the gold label set with bootstrap intervals: the metric of every
     single-label task (KEGG disease, variant effect, a toy task in the tests)."""
-    from biopost.eval.classification import bootstrap_ci, classification_metrics as compute, majority_rate
-    from biopost.eval.parse import normalize_label
+    from biopost.metrics.classification import bootstrap_ci, classification_metrics as compute, majority_rate
+    from biopost.metrics.parse import normalize_label
     m = compute(golds, parsed)
     metrics = {"accuracy": m["accuracy"], "macro_f1": m["macro_f1"]}
     ci95 = ({k: bootstrap_ci(golds, parsed, metric=k, n_resamples=bootstrap_resamples, seed=seed)
              for k in ("accuracy", "macro_f1")} if bootstrap_resamples > 0 else {})
     correct = [float(p is not None and normalize_label(p) == normalize_label(g)) for g, p in zip(golds, parsed)]
-    from biopost.eval.parse import PARSE_RULE
+    from biopost.metrics.parse import PARSE_RULE
     computed = ("accuracy and macro-F1 over the gold label set (one-vs-rest) of exact matches of the "
                 "normalized answer parsed after </think> / Answer:; unparsed answers count as wrong; "
                 f"ci95: percentile bootstrap over examples ({bootstrap_resamples} resamples)")
@@ -105,7 +105,7 @@ def classification_metrics(golds, parsed, bootstrap_resamples: int = 1000, seed:
 
 def label_match(parsed, row: dict) -> float:
     """1.0 when the parsed answer equals the row's gold label once both are normalized."""
-    from biopost.eval.parse import normalize_label
+    from biopost.metrics.parse import normalize_label
     gold = row.get("gold", row.get("answer"))
     if parsed is None or gold is None:
         return 0.0
@@ -113,7 +113,7 @@ def label_match(parsed, row: dict) -> float:
 
 
 def parse_answer(text: str):
-    from biopost.eval.parse import extract_answer
+    from biopost.metrics.parse import extract_answer
     return extract_answer(text)
 
 

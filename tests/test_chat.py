@@ -9,7 +9,7 @@ from biopost.modality import MODALITIES, all_bio_tokens
 def tok():
     from transformers import AutoTokenizer
 
-    from biopost.model.tiny import resolve_model_path
+    from biopost.tiny import resolve_model_path
     t = AutoTokenizer.from_pretrained(resolve_model_path("biopost-tiny/qwen3"))
     t.add_tokens(all_bio_tokens(), special_tokens=True)
     return t

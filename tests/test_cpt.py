@@ -42,7 +42,7 @@ def env(tmp_path_factory):
     cache = tmp_path_factory.getbasetemp() / "biopost_cache_cpt"
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("BIOPOST_CACHE_DIR", str(cache))
-        from biopost.model.tiny import resolve_model_path
+        from biopost.tiny import resolve_model_path
         resolve_model_path("biopost-tiny/qwen3")  # once, before subprocesses race to build it
         yield dict(os.environ, BIOPOST_CACHE_DIR=str(cache), OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
 
@@ -227,7 +227,7 @@ def test_epochs_size_the_run_and_held_out_documents_come_from_the_stream_start(i
 
     from biopost.config import parse_config
     from biopost.data.text import count_tokens
-    from biopost.model.tiny import resolve_model_path
+    from biopost.tiny import resolve_model_path
     from biopost.train.cpt import CPTConfig, train_cpt
 
     data = tmp_path / "corpus.jsonl.gz"
@@ -260,7 +260,7 @@ def test_lora_cpt_merges_the_adapter_into_final(in_process, tmp_path):
     from transformers import AutoModelForCausalLM
 
     from biopost.config import parse_config
-    from biopost.model.tiny import resolve_model_path
+    from biopost.tiny import resolve_model_path
     from biopost.train.cpt import CPTConfig, train_cpt
 
     out = tmp_path / "lora"

@@ -11,7 +11,7 @@ from conftest import ROOT, run_script
 from biopost.data.examples import encode_prompt
 from biopost.data.io import load_split_rows
 from biopost.encoders.cache import EmbeddingCache
-from biopost.eval.classification import majority_rate
+from biopost.metrics.classification import majority_rate
 from biopost.eval.metrics_file import read_metrics, read_predictions, recompute_from_predictions
 from biopost.generate import SamplingConfig, generate
 from biopost.model.bio_model import BioReasoningModel

@@ -16,12 +16,12 @@ import pytest
 from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_support
 
 from biopost.eval import metrics_file
-from biopost.eval.classification import (_encode, _resampled_scores, bootstrap_ci,
+from biopost.metrics.classification import (_encode, _resampled_scores, bootstrap_ci,
                                          classification_metrics, exact_match, majority_rate)
 from biopost.eval.metrics_file import (MetricsFileError, eval_dir, provenance, read_metrics,
                                        read_predictions, recompute_from_predictions,
                                        write_eval_outputs)
-from biopost.eval.parse import extract_answer, normalize_label, split_reasoning
+from biopost.metrics.parse import extract_answer, normalize_label, split_reasoning
 from biopost.tasks import think_then_answer
 
 UNPARSED = "<unparsed>"  # the sentinel the sklearn oracle gets for an unparsed answer
@@ -578,7 +578,7 @@ def test_provenance_without_git(monkeypatch, tmp_path):
 def test_eval_modules_import_no_heavy_packages():
     """The harvester and login-node tools import these: no torch, transformers or sklearn."""
     script = ("import sys, json\n"
-              "import biopost.eval.parse, biopost.eval.classification, biopost.eval.metrics_file\n"
+              "import biopost.metrics.parse, biopost.metrics.classification, biopost.eval.metrics_file\n"
               "biopost.eval.metrics_file.provenance()\n"
               "print(json.dumps(sorted(m.split('.')[0] for m in sys.modules)))\n")
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,

@@ -177,7 +177,7 @@ def test_embedding_cache_shards_and_checkpoint_files_are_shareable(tmp_path, uma
 def test_tiny_model_cache_directory_is_not_private(tmp_path, monkeypatch):
     """mkdtemp makes 0700 directories: the materialized tiny model must be readable by others."""
     pytest.importorskip("transformers")
-    from biopost.model import tiny
+    from biopost import tiny
     monkeypatch.setenv("BIOPOST_CACHE_DIR", str(tmp_path))
     tiny.TINY_BUILDERS.register("files_probe", lambda out: (out / "x.json").write_text("{}"))
     monkeypatch.setattr(tiny, "_inputs_hash", lambda kind: "h")

@@ -1,11 +1,11 @@
-"""biopost.eval.multilabel: hand-computed curves, and cafaeval's own confusion-matrix code on
+"""biopost.metrics.multilabel: hand-computed curves, and cafaeval's own confusion-matrix code on
 random dense matrices as the oracle (no ontology involved)."""
 import math
 
 import numpy as np
 import pytest
 
-from biopost.eval.multilabel import (best_index, max_by_pair, set_scores, threshold_curves,
+from biopost.metrics.multilabel import (best_index, max_by_pair, set_scores, threshold_curves,
                                      threshold_grid, unique_pairs)
 
 

@@ -9,7 +9,7 @@ from biopost.data.examples import collate, encode_training_example
 from bioreason.synth_kegg import SynthConfig, generate
 from biopost.encoders.cache import EmbeddingCache
 from biopost.model.bio_model import BioReasoningModel, ModelSpec
-from biopost.model.tiny import resolve_model_path
+from biopost.tiny import resolve_model_path
 from biopost.tasks import get_task
 
 KEGG = get_task("kegg")

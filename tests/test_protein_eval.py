@@ -66,7 +66,7 @@ def test_score_samples_is_the_frequency_over_k_answers():
 
 def test_pooled_fmax_equals_threshold_curves():
     """The per-protein curves behind the bootstrap give exactly multilabel.threshold_curves' Fmax."""
-    from biopost.eval.multilabel import best_index
+    from biopost.metrics.multilabel import best_index
     from bioreason_pro.go_reward import go_scorer
     scorer = go_scorer()
     data = protein_runs.go_synth()

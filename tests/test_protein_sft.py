@@ -59,7 +59,7 @@ def test_stage1_trains_the_projector_only(runs):
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert trainable and all(n.startswith("projectors.") or n == "new_token_embeddings" for n in trainable)
     from transformers import AutoModelForCausalLM
-    from biopost.model.tiny import resolve_model_path
+    from biopost.tiny import resolve_model_path
     base = AutoModelForCausalLM.from_pretrained(resolve_model_path(cfg["text_model_name"]))
     w = dict(base.named_parameters())["model.layers.0.self_attn.q_proj.weight"]
     assert torch.equal(dict(model.llm.named_parameters())["model.layers.0.self_attn.q_proj.weight"], w)

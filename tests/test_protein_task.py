@@ -97,7 +97,7 @@ def test_bootstrap_equals_recomputing_on_resampled_proteins():
 
 def test_tiny_protein_encoder_loads_through_hf_backend():
     from biopost.encoders import build_encoder
-    from biopost.model.tiny import resolve_model_path
+    from biopost.tiny import resolve_model_path
     path = resolve_model_path("biopost-tiny/esm-protein")
     enc = build_encoder({"model_name": path, "layer": "-1", "backend": "hf"})
     out = enc.encode(["MKTAYIAKQR", "MBZXUO"])

@@ -18,7 +18,7 @@ def tokenizer(tmp_path_factory):
         mp.setenv("BIOPOST_CACHE_DIR", str(cache))
         from transformers import AutoTokenizer
 
-        from biopost.model.tiny import resolve_model_path
+        from biopost.tiny import resolve_model_path
         yield AutoTokenizer.from_pretrained(resolve_model_path("biopost-tiny/qwen3"))
 
 

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from biopost.errors import UserError
-from biopost.eval.multilabel import max_by_pair, unique_pairs
+from biopost.metrics.multilabel import max_by_pair, unique_pairs
 from biopost.files import write_text_atomic
 
 from bioreason_pro.ontology import Ontology, open_text

@@ -150,7 +150,7 @@ def _published_file_in(path: Path) -> tuple[str, Path] | None:
 
 def resolve(model_name: str) -> tuple[dict, Path]:
     """(architecture config, weights file) for a name or path; see the module docstring."""
-    from biopost.model.tiny import resolve_model_path
+    from biopost.tiny import resolve_model_path
     path = Path(resolve_model_path(model_name))
     if path.is_dir() and (path / CONFIG_FILE).is_file():
         try:

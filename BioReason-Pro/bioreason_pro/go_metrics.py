@@ -2,7 +2,7 @@
 
 Per namespace (BP, MF, CC): the Fmax over cafaeval's threshold grid with its precision, recall,
 threshold and coverage; the IA-weighted Fmax; Smin; micro-averaged Fmax; and the CAFA5 summary
-(the mean weighted Fmax over MF, BP and CC). The arithmetic is `biopost.eval.multilabel`'s; this
+(the mean weighted Fmax over MF, BP and CC). The arithmetic is `biopost.metrics.multilabel`'s; this
 module decides what the items, labels and weights are, and applies cafaeval's rules for which
 thresholds may be chosen (docs/go_metrics.md):
 
@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from biopost.eval.multilabel import Curves, best_index, threshold_curves, threshold_grid
+from biopost.metrics.multilabel import Curves, best_index, threshold_curves, threshold_grid
 
 from bioreason_pro.cafa_files import Predictions, Truth
 from bioreason_pro.ontology import ASPECT_OF, Ontology
@@ -148,7 +148,7 @@ def set_metrics(golds: list[dict], preds: list[list[str] | None], scorer=None) -
     "weighted_precision", "weighted_recall", "weighted_f1", "weighted_coverage"} or None without gold},
     plus "n_unparsed".
     """
-    from biopost.eval.multilabel import set_scores
+    from biopost.metrics.multilabel import set_scores
 
     from bioreason_pro.go_reward import go_scorer
 

@@ -37,8 +37,8 @@ from pathlib import Path
 
 import numpy as np
 
-from biopost.eval.multilabel import set_scores
-from biopost.eval.parse import THINK_CLOSE, THINK_OPEN, split_reasoning, strip_stop_tokens
+from biopost.metrics.multilabel import set_scores
+from biopost.metrics.parse import THINK_CLOSE, THINK_OPEN, split_reasoning, strip_stop_tokens
 
 from bioreason_pro.ontology import ASPECT_OF, NAMESPACE_OF_ASPECT, load_ontology
 

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from biopost.eval.multilabel import best_index, f_score, max_by_pair, threshold_curves, threshold_grid
+from biopost.metrics.multilabel import best_index, f_score, max_by_pair, threshold_curves, threshold_grid
 from biopost.tasks import MetricResult
 
 
@@ -134,7 +134,7 @@ def pooled_fmax(golds, scored, scorer, weights, bootstrap_resamples: int = 0, se
 
 
 def pooled_curves_reference(golds, scored, scorer, weights):
-    """The same pooled curves through `biopost.eval.multilabel.threshold_curves` (tests compare)."""
+    """The same pooled curves through `biopost.metrics.multilabel.threshold_curves` (tests compare)."""
     t_rows, t_cols, p_rows, p_cols, p_vals = [], [], [], [], []
     item = 0
     for row, pred in zip(golds, scored):

@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from biopost.errors import UserError
-from biopost.eval.multilabel import unique_pairs
+from biopost.metrics.multilabel import unique_pairs
 
 from bioreason_pro.cafa_files import CafaFileError, write_ia
 from bioreason_pro.ontology import Ontology, load_ontology, open_text

@@ -90,7 +90,7 @@ SPACES = ("MF", "BP", "CC", "pooled")
 def _per_protein(golds: list[dict], parsed: list, scorer) -> dict[str, np.ndarray]:
     """Per protein and space: has-gold, plain (p, r, covered) and weighted (p, r, covered),
     exactly the sums `go_metrics.set_metrics` accumulates (so bootstrap resamples are sums)."""
-    from biopost.eval.multilabel import set_scores
+    from biopost.metrics.multilabel import set_scores
     from bioreason_pro.ontology import ASPECT_OF
 
     onto, ia = scorer.onto, scorer.ia

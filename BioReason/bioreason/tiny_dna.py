@@ -3,7 +3,7 @@
     dna_model_name: biopost-tiny/nt-6mer     # Nucleotide-Transformer-style EsmForMaskedLM, 6-mers
     dna_model_name: biopost-tiny/char-dna    # character-level ModernBertForMaskedLM
 
-Registered in biopost.model.tiny.TINY_BUILDERS by bioreason.modality; the core materializes them
+Registered in biopost.tiny.TINY_BUILDERS by bioreason.modality; the core materializes them
 once under BIOPOST_CACHE_DIR/tiny/ (under a fixed torch seed) and loads them with
 `from_pretrained(path)`, exactly as a real encoder.
 """

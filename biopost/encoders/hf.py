@@ -17,9 +17,9 @@ class HFMaskedLMEncoder(Encoder):
         super().__init__()
         from transformers import AutoModelForMaskedLM, AutoTokenizer
 
-        from biopost.model.tiny import resolve_model_path
+        from biopost.tiny import resolve_model_path
         path = resolve_model_path(model_name)
-        from biopost.model.bio_model import ModelLoadError
+        from biopost.errors import ModelLoadError
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
             self.model = AutoModelForMaskedLM.from_pretrained(path, trust_remote_code=trust_remote_code, dtype=dtype)

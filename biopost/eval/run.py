@@ -238,7 +238,7 @@ def run_eval(cfg: EvalConfig) -> int:
     from biopost.model.bio_model import BioReasoningModel
     from biopost.signals import REQUEUE_EXIT_CODE, StopFlag
     from biopost.tasks import get_task
-    from biopost.train.device import autocast, base_dtype, pick_device
+    from biopost.runtime import autocast, base_dtype, pick_device
 
     ENGINES.get(cfg.engine)  # an unknown engine fails before anything loads
     validate_config(cfg)

@@ -25,7 +25,7 @@ import torch.nn.functional as F_
 from safetensors.torch import load_file, save_file
 
 from biopost.data.chat import IGNORE_INDEX
-from biopost.errors import CheckpointError, MissingCheckpointError, UserError
+from biopost.errors import CheckpointError, MissingCheckpointError, ModelLoadError
 
 DEFAULT_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 MODEL_CONFIG = "model_config.json"
@@ -58,10 +58,6 @@ class ModelSpec:
         return cls(**known)
 
 
-class ModelLoadError(UserError, OSError):
-    """A text model, tokenizer or encoder that cannot be loaded from the name or path given."""
-
-
 def make_projector(kind: str, d_in: int, d_out: int) -> nn.Module:
     if kind == "linear":
         return nn.Linear(d_in, d_out)
@@ -79,7 +75,7 @@ def default_bio_tokens() -> dict:
 def _load_llm(name_or_path: str, dtype, device, trust_remote_code: bool):
     from transformers import AutoModelForCausalLM
 
-    from biopost.model.tiny import resolve_model_path
+    from biopost.tiny import resolve_model_path
     path = resolve_model_path(name_or_path)
     try:
         llm = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, trust_remote_code=trust_remote_code)
@@ -91,7 +87,7 @@ def _load_llm(name_or_path: str, dtype, device, trust_remote_code: bool):
 def _load_tokenizer(name_or_path: str, trust_remote_code: bool):
     from transformers import AutoTokenizer
 
-    from biopost.model.tiny import resolve_model_path
+    from biopost.tiny import resolve_model_path
     try:
         return AutoTokenizer.from_pretrained(resolve_model_path(name_or_path), trust_remote_code=trust_remote_code)
     except OSError as e:

@@ -120,9 +120,9 @@ def train_cpt(cfg: CPTConfig) -> int:
     from tqdm import tqdm
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from biopost.model.tiny import resolve_model_path
+    from biopost.tiny import resolve_model_path
     from biopost.train.checkpoint import load_optimizer_state, resolve_resume, save_checkpoint
-    from biopost.train.device import autocast, deterministic_on_cpu, pick_device, seed_everything
+    from biopost.runtime import autocast, deterministic_on_cpu, pick_device, seed_everything
     from biopost.train.log import JsonlLog
     from biopost.train.schedule import lr_multiplier
     from biopost.signals import REQUEUE_EXIT_CODE, StopFlag

@@ -162,7 +162,7 @@ def train_sft(cfg: SFTConfig) -> int:
     from biopost.model.bio_model import BioReasoningModel
     from biopost.tasks import get_task
     from biopost.train import checkpoint as ckpt_lib
-    from biopost.train.device import autocast, base_dtype, deterministic_on_cpu, pick_device, seed_everything
+    from biopost.runtime import autocast, base_dtype, deterministic_on_cpu, pick_device, seed_everything
     from biopost.train.log import JsonlLog
     from biopost.train.schedule import lr_multiplier
     from biopost.signals import StopFlag

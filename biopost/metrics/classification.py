@@ -17,7 +17,7 @@ from collections import Counter
 
 import numpy as np
 
-from biopost.eval.parse import normalize_label
+from biopost.metrics.parse import normalize_label
 
 METRICS = ("accuracy", "macro_f1")
 # Resamples scored at once in bootstrap_ci: bounds memory to about CHUNK x n indices.
