@@ -22,11 +22,14 @@ from biopost.encoders.cache import EmbeddingCache
 from biopost.generate.sampling import SamplingConfig, generate
 from biopost.model.bio_model import BioReasoningModel
 from biopost.tasks import get_task
-from biopost.train.grpo import (GRPOConfig, build_micro_batch, completion_logps, compute_advantages, grpo_loss,
-                                policy_lora_rank, train_grpo, validate_config)
+from biopost.train.grpo import GRPOConfig, train_grpo, validate_config
+from biopost.train.grpo_loss import compute_advantages, grpo_loss
+from biopost.train.grpo_policy import build_micro_batch, completion_logps
+from biopost.train.warm_start import policy_lora_rank
 from biopost.train.log import read_log
 from biopost.rewards import register_reward
-from biopost.train.sft import SFTConfig, model_spec_from_config, train_sft
+from biopost.train.recipe import model_spec_from_config
+from biopost.train.sft import SFTConfig, train_sft
 from biopost.signals import REQUEUE_EXIT_CODE
 
 TINY = ROOT / "BioReason/configs/grpo_tiny.yaml"
@@ -188,7 +191,7 @@ def test_gradient_reaches_the_projector_through_the_dna_embeddings(tmp_path, syn
 
 
 def test_reference_policy_is_the_initial_policy_and_survives_training(tmp_path, synth_data):
-    from biopost.train.grpo import ReferencePolicy
+    from biopost.train.grpo_policy import ReferencePolicy
     torch.manual_seed(0)
     cfg = config(tmp_path, synth_data, init="base", lora_rank=4)
     model = BioReasoningModel.build(model_spec_from_config(cfg, "dna"))

@@ -14,7 +14,8 @@ trl = pytest.importorskip("trl")
 
 from biopost.data.examples import Example  # noqa: E402
 from biopost.model.bio_model import BioReasoningModel, ModelSpec  # noqa: E402
-from biopost.train.grpo import build_micro_batch, completion_logps, compute_advantages, grpo_loss  # noqa: E402
+from biopost.train.grpo_loss import compute_advantages, grpo_loss  # noqa: E402
+from biopost.train.grpo_policy import build_micro_batch, completion_logps  # noqa: E402
 
 G = 4                 # completions per prompt
 MICRO = 4             # completions per micro-batch

@@ -8,11 +8,22 @@ from safetensors.torch import load_file
 from biopost.data.examples import collate, encode_training_example
 from bioreason.synth_kegg import SynthConfig, generate
 from biopost.encoders.cache import EmbeddingCache
+from biopost.model.batch import Batch, document_mask
 from biopost.model.bio_model import BioReasoningModel, ModelSpec
 from biopost.tiny import resolve_model_path
 from biopost.tasks import get_task
 
 KEGG = get_task("kegg")
+
+
+def mean_loss(model, b):
+    """Mean next-token cross-entropy over the supervised positions, through the one entry point."""
+    out = model(Batch(**b))
+    return out.loss_sum / max(out.n_tokens, 1)
+
+
+def logits(model, b):
+    return model.lm_head()(model(Batch(**{k: v for k, v in b.items() if k != "labels"})).hidden).float()
 
 
 def spec(rank=4, text="biopost-tiny/qwen3", dna="biopost-tiny/nt-6mer", layer="-1"):
@@ -39,7 +50,7 @@ def test_lora_trains_adapters_projector_and_new_token_rows_only(rows):
     assert any(n.startswith("projectors.dna") for n in names)
     assert not any("embed_tokens" in n or ("q_proj.base_layer" in n) for n in names)
     b = batch_for(model, rows[:2])
-    loss = model(b["input_ids"], b["attention_mask"], b["labels"], b["bio_features"])
+    loss = mean_loss(model, b)
     loss.backward()
     # the projector learns through the spliced DNA embeddings; the <|dna_start|>/<|dna_end|> rows train too
     assert model.projectors["dna"].weight.grad.abs().sum() > 0
@@ -69,7 +80,7 @@ def test_pad_and_embedding_count_mismatch_is_an_error(rows):
     b = batch_for(model, rows[:1])
     b["bio_features"]["dna"] = b["bio_features"]["dna"][:1]
     with pytest.raises(ValueError, match="pad tokens but .* embeddings"):
-        model(b["input_ids"], b["attention_mask"], b["labels"], b["bio_features"])
+        mean_loss(model, b)
 
 
 @pytest.mark.parametrize("rank", [4, 0])
@@ -81,11 +92,11 @@ def test_save_load_round_trip_gives_identical_outputs(tmp_path, rows, rank):
             p.add_(0.01 * torch.randn_like(p))
     model.eval()
     b = batch_for(model, rows)
-    before = model(b["input_ids"], b["attention_mask"], bio_features=b["bio_features"])
+    before = logits(model, b)
     model.save(tmp_path / "ckpt")
     assert (tmp_path / "ckpt" / ("adapter" if rank else "llm")).is_dir()
     loaded = BioReasoningModel.load(tmp_path / "ckpt")
-    after = loaded(b["input_ids"], b["attention_mask"], bio_features=b["bio_features"])
+    after = logits(loaded, b)
     assert torch.equal(before, after)
 
 
@@ -100,8 +111,8 @@ def test_merge_writes_a_plain_hf_model_with_the_same_outputs(tmp_path, rows):
     b = batch_for(model, rows[:2])
     text = model.tokenizer("<|im_start|>user\nhello<|im_end|>", return_tensors="pt")
     with torch.no_grad():
-        ref_bio = model(b["input_ids"], b["attention_mask"], bio_features=b["bio_features"])
-        ref_text = model(text["input_ids"], text["attention_mask"])
+        ref_bio = logits(model, b)
+        ref_text = logits(model, {"input_ids": text["input_ids"], "attention_mask": text["attention_mask"]})
     model.merge(tmp_path / "merged")
     plain = AutoModelForCausalLM.from_pretrained(tmp_path / "merged").eval()
     tok = AutoTokenizer.from_pretrained(tmp_path / "merged")
@@ -111,7 +122,7 @@ def test_merge_writes_a_plain_hf_model_with_the_same_outputs(tmp_path, rows):
     assert torch.allclose(plain_text, ref_text, atol=1e-5)  # the LoRA update is in the plain weights
     again = BioReasoningModel.load(tmp_path / "merged")
     with torch.no_grad():
-        merged_bio = again(b["input_ids"], b["attention_mask"], bio_features=b["bio_features"])
+        merged_bio = logits(again, b)
     assert torch.allclose(merged_bio, ref_bio, atol=1e-5)
 
 
@@ -122,7 +133,7 @@ def test_models_load_by_path_through_from_pretrained(tmp_path, rows):
     model = BioReasoningModel.build(spec(rank=4, text=str(text_dir), dna=str(dna_dir)))
     assert model.spec.text_model_name == str(text_dir)
     b = batch_for(model, rows[:1])
-    assert torch.isfinite(model(b["input_ids"], b["attention_mask"], b["labels"], b["bio_features"]))
+    assert torch.isfinite(mean_loss(model, b))
 
 
 def test_unavailable_hub_model_fails_with_its_name():
@@ -176,7 +187,7 @@ def test_character_level_encoder_end_to_end(rows):
     assert enc.tokens_for("ACGTN") == 5
     b = batch_for(model, rows[:1])
     assert sum(t.shape[0] for t in b["bio_features"]["dna"]) == 600
-    assert torch.isfinite(model(b["input_ids"], b["attention_mask"], b["labels"], b["bio_features"]))
+    assert torch.isfinite(mean_loss(model, b))
 
 
 def test_an_unknown_encoder_backend_names_the_registered_ones():
@@ -184,3 +195,51 @@ def test_an_unknown_encoder_backend_names_the_registered_ones():
     from biopost.errors import NotRegisteredError
     with pytest.raises(NotRegisteredError, match="unknown encoder backend 'jax'; registered: .*evo2.*hf"):
         build_encoder({"modality": "dna", "model_name": "x", "backend": "jax"})
+
+
+def test_a_packed_row_equals_its_documents_run_alone(rows):
+    """One entry point for packing: a row that carries cu_seqlens and restarting position ids gives
+    each document the hidden states and the loss it has alone (no attention across documents, no
+    loss on the boundary), with the bio embeddings spliced in place."""
+    torch.manual_seed(3)
+    model = BioReasoningModel.build(spec(rank=4)).eval()
+    cache = EmbeddingCache(model.encoders["dna"])
+    exs = [encode_training_example(model, KEGG, r, 0) for r in rows[:2]]
+    alone = [collate([e], model.tokenizer.pad_token_id, lambda m, s: cache.get(s)) for e in exs]
+    lengths = [a["input_ids"].shape[1] for a in alone]
+    width = sum(lengths) + 3                            # + padding after the last document
+    pad = model.tokenizer.pad_token_id
+    ids = torch.full((1, width), pad)
+    labels = torch.full((1, width), -100)
+    pos = torch.zeros((1, width), dtype=torch.long)
+    start = 0
+    for a, n in zip(alone, lengths):
+        ids[0, start:start + n], labels[0, start:start + n] = a["input_ids"][0], a["labels"][0]
+        pos[0, start:start + n] = torch.arange(n)
+        start += n
+    cu = torch.tensor([[0, lengths[0], sum(lengths)]])
+    bio = {"dna": [f for a in alone for f in a["bio_features"]["dna"]]}
+    with torch.no_grad():
+        packed = model(Batch(input_ids=ids, labels=labels, bio_features=bio, position_ids=pos, cu_seqlens=cu))
+        singles = [model(Batch(**a)) for a in alone]
+    assert packed.n_tokens == sum(s.n_tokens for s in singles) > 0
+    assert packed.loss_sum.item() == pytest.approx(sum(s.loss_sum.item() for s in singles), rel=1e-5)
+    assert torch.allclose(packed.hidden[0, :lengths[0]], singles[0].hidden[0], atol=1e-5)
+    assert torch.allclose(packed.hidden[0, lengths[0]:sum(lengths)], singles[1].hidden[0], atol=1e-5)
+    # without the document mask the second document sees the first: the check can fail (an explicit
+    # mask, because transformers infers documents from restarting position ids when there is none)
+    with torch.no_grad():
+        leaky = model(Batch(input_ids=ids, attention_mask=torch.ones_like(ids), labels=labels, bio_features=bio,
+                            position_ids=pos))
+    assert not torch.allclose(leaky.hidden[0, lengths[0]:sum(lengths)], singles[1].hidden[0], atol=1e-3)
+
+
+def test_document_mask_is_causal_within_documents_and_isolates_padding():
+    m = document_mask(torch.tensor([[0, 2, 5]]), 6)[0, 0]
+    expected = torch.tensor([[1, 0, 0, 0, 0, 0],
+                             [1, 1, 0, 0, 0, 0],
+                             [0, 0, 1, 0, 0, 0],
+                             [0, 0, 1, 1, 0, 0],
+                             [0, 0, 1, 1, 1, 0],
+                             [0, 0, 0, 0, 0, 1]], dtype=torch.bool)   # position 5: padding sees itself only
+    assert torch.equal(m, expected)

@@ -16,6 +16,7 @@ from safetensors.torch import load_file
 from conftest import ROOT, run_script
 
 from biopost.data.examples import collate, encode_training_example
+from biopost.model.batch import Batch
 from biopost.data.io import load_split_rows
 from bioreason.synth_kegg import DISEASES
 from biopost.encoders.cache import EmbeddingCache
@@ -113,8 +114,8 @@ def test_overfits_sixteen_examples(tmp_path, synth_data):
     exs = [encode_training_example(model, KEGG, r, 512) for r in rows]
     b = collate(exs, model.tokenizer.pad_token_id, lambda m, s: cache.get(s))
     with torch.no_grad():
-        loss_sum, n = model.token_loss_sum(b["input_ids"], b["attention_mask"], b["labels"], b["bio_features"])
-    assert loss_sum.item() / n < 0.1
+        out = model(Batch(**b))
+    assert out.loss_sum.item() / out.n_tokens < 0.1
 
 
 def _candidate_accuracy(model, rows, cache):
@@ -129,7 +130,7 @@ def _candidate_accuracy(model, rows, cache):
             ex = encode_training_example(model, KEGG, alt, 0)
             b = collate([ex], model.tokenizer.pad_token_id, lambda m, s: cache.get(s))
             with torch.no_grad():
-                loss_sum, _ = model.token_loss_sum(b["input_ids"], b["attention_mask"], b["labels"], b["bio_features"])
+                loss_sum = model(Batch(**b)).loss_sum
             scores.append(-loss_sum.item())
         correct += labels[max(range(len(labels)), key=scores.__getitem__)] == gold
     return correct / len(rows)

@@ -184,3 +184,18 @@ def test_atomic_write_keeps_the_old_file_on_failure(tmp_path):
         write_json_atomic(path, {"state": object()})
     assert json.loads(path.read_text()) == {"state": "done"}
     assert [p.name for p in tmp_path.iterdir()] == ["status.json"]
+
+
+def test_failure_reason_tells_a_crash_from_bad_input(tmp_path):
+    """Both exit 1; status.json's reason says which (read from the end of the stage's log)."""
+    from biopost.sweeps.runner import failure_reason
+    log = tmp_path / "stage.log"
+    log.write_text("[biopost runner 2026] run x\nloading\nerror: data/train.jsonl, row 3, field 'answer': missing\n")
+    assert failure_reason(1, log) == "user error (exit 1): error: data/train.jsonl, row 3, field 'answer': missing"
+    log.write_text("loading\nTraceback (most recent call last):\n  File \"x.py\", line 1\n"
+                   "ZeroDivisionError: division by zero\n[biopost runner 2026] exit code 1\n")
+    assert failure_reason(1, log) == "crashed (exit 1): ZeroDivisionError: division by zero"
+    log.write_text("usage: train.py [-h]\ntrain.py: error: unrecognized arguments: --lr\n")
+    assert failure_reason(2, log) == "usage error (exit 2): train.py: error: unrecognized arguments: --lr"
+    assert failure_reason(137, log) == "killed by signal 9 (exit 137)"
+    assert failure_reason(3, tmp_path / "missing.log") == "exit code 3"

@@ -26,6 +26,7 @@ from safetensors.torch import load_file, save_file
 
 from biopost.data.chat import IGNORE_INDEX
 from biopost.errors import CheckpointError, MissingCheckpointError, ModelLoadError
+from biopost.model.batch import Batch, ForwardOutput, document_mask
 
 DEFAULT_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 MODEL_CONFIG = "model_config.json"
@@ -348,34 +349,40 @@ class BioReasoningModel(nn.Module):
                 raise ValueError(f"{modality} pad tokens in the input but no {modality} embeddings given")
         return embeds
 
-    def hidden_states(self, input_ids, attention_mask, bio_features=None, **kw) -> torch.Tensor:
-        embeds = self.embed(input_ids, bio_features)
-        backbone = self.base_llm().model
-        out = backbone(inputs_embeds=embeds, attention_mask=attention_mask, use_cache=False, **kw)
-        return out.last_hidden_state
-
     def lm_head(self):
         return self.base_llm().get_output_embeddings()
 
-    def token_loss_sum(self, input_ids, attention_mask, labels, bio_features=None) -> tuple[torch.Tensor, int]:
-        """Sum of next-token cross-entropy over supervised positions, and their count.
-        Logits are computed for supervised positions only (a 150k vocab makes full logits big)."""
-        hidden = self.hidden_states(input_ids, attention_mask, bio_features)
-        targets = labels[:, 1:]
+    def adapter_disabled(self):
+        """A context in which the LoRA adapter is off (the base model's behaviour; GRPO's reference)."""
+        return self.llm.disable_adapter()
+
+    def forward(self, batch: Batch) -> ForwardOutput:
+        """The one training entry point (SFT, CPT, GRPO's policy / old / reference passes): hidden
+        states, and with `batch.labels` the summed cross-entropy over supervised positions. Logits
+        are computed for supervised positions only: a 150k vocabulary makes full logits the largest
+        tensor of the step. GRPO applies the head itself, in chunks, to completion positions."""
+        embeds = self.embed(batch.input_ids, batch.bio_features)
+        attention = batch.attention_mask
+        if batch.cu_seqlens is not None:
+            attention = document_mask(batch.cu_seqlens, batch.input_ids.shape[1], batch.attention_mask)
+        kw = {} if batch.position_ids is None else {"position_ids": batch.position_ids}
+        out = self.base_llm().model(inputs_embeds=embeds, attention_mask=attention, use_cache=False, **kw)
+        hidden = out.last_hidden_state
+        if batch.labels is None:
+            return ForwardOutput(hidden=hidden)
+        targets = batch.labels[:, 1:]
         sel = targets != IGNORE_INDEX
+        if batch.cu_seqlens is not None:
+            # the last token of a document does not predict the first of the next one
+            starts = torch.zeros_like(batch.labels, dtype=torch.bool)
+            starts.scatter_(1, batch.cu_seqlens[:, 1:-1].clamp(max=batch.labels.shape[1] - 1), True)
+            sel = sel & ~starts[:, 1:]
         n = int(sel.sum())
         if n == 0:
-            return hidden.sum() * 0.0, 0
+            return ForwardOutput(hidden=hidden, loss_sum=hidden.sum() * 0.0, n_tokens=0)
         logits = self.lm_head()(hidden[:, :-1][sel]).float()
-        loss = F_.cross_entropy(logits, targets[sel], reduction="sum")
-        return loss, n
-
-    def forward(self, input_ids, attention_mask, labels=None, bio_features=None):
-        if labels is None:
-            hidden = self.hidden_states(input_ids, attention_mask, bio_features)
-            return self.lm_head()(hidden).float()
-        loss_sum, n = self.token_loss_sum(input_ids, attention_mask, labels, bio_features)
-        return loss_sum / max(n, 1)
+        return ForwardOutput(hidden=hidden, loss_sum=F_.cross_entropy(logits, targets[sel], reduction="sum"),
+                             n_tokens=n)
 
     def trainable_parameters(self):
         return [p for p in self.parameters() if p.requires_grad]

@@ -115,6 +115,32 @@ def resolve_select_best(sb: dict, repo_root: str, log) -> str:
     return best_text_model(json.loads(out.read_text()), sb["runs"])
 
 
+def failure_reason(rc: int, log_path, tail_bytes: int = 65536) -> str:
+    """status.json's reason for a failed stage, read from the end of its log: a crash (a Python
+    traceback: a bug to report) reads differently from bad input (the stage's one `error:` line,
+    exit 1) and from a bad command line (exit 2), though a crash exits 1 too."""
+    try:
+        with open(log_path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            fh.seek(max(0, fh.tell() - tail_bytes))
+            lines = fh.read().decode("utf-8", "replace").splitlines()
+    except OSError:
+        lines = []
+    lines = [ln.strip() for ln in lines if ln.strip() and not ln.startswith("[biopost runner")]
+    last_traceback = max((i for i, ln in enumerate(lines) if ln.startswith("Traceback (most recent call last)")),
+                         default=None)
+    if last_traceback is not None:
+        return f"crashed (exit {rc}): {lines[-1][:300]}"
+    errors = [ln for ln in lines if ln.startswith("error:") or ": error:" in ln]
+    if rc == 1 and errors:
+        return f"user error (exit 1): {errors[-1][:300]}"
+    if rc == 2:
+        return f"usage error (exit 2): {errors[-1][:300]}" if errors else "usage error (exit 2)"
+    if rc > 128:
+        return f"killed by signal {rc - 128} (exit {rc})"
+    return f"exit code {rc}"
+
+
 def run_task(entry: dict, repo_root: str, stop=None) -> int:
     """Run one cell; returns the stage's exit code. `stop` (a list) collects signals that
     arrived, so that the local executor can stop after the current cell."""
@@ -210,7 +236,7 @@ def run_task(entry: dict, repo_root: str, stop=None) -> int:
                               **extra)
             if rc == REQUEUE_EXIT_CODE:
                 return finish("requeued", rc, "checkpointed after a signal; requeued")
-            return finish("failed", rc, f"exit code {rc}")
+            return finish("failed", rc, failure_reason(rc, log_path))
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)

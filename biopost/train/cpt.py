@@ -118,14 +118,14 @@ def train_cpt(cfg: CPTConfig) -> int:
     """Run (or resume) CPT; returns 0 when finished, REQUEUE_EXIT_CODE after a preemption signal."""
     import torch
     from tqdm import tqdm
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
+    from biopost.runtime import autocast
+    from biopost.signals import REQUEUE_EXIT_CODE, StopFlag
     from biopost.tiny import resolve_model_path
     from biopost.train.checkpoint import load_optimizer_state, resolve_resume, save_checkpoint
-    from biopost.runtime import autocast, deterministic_on_cpu, pick_device, seed_everything
     from biopost.train.log import JsonlLog
-    from biopost.train.schedule import lr_multiplier
-    from biopost.signals import REQUEUE_EXIT_CODE, StopFlag
+    from biopost.train.recipe import prepare_device
 
     check_config(cfg)
     out = Path(cfg.output_dir)
@@ -137,32 +137,18 @@ def train_cpt(cfg: CPTConfig) -> int:
         # e.g. a job requeued after it had finished: keep the exported model untouched
         print(f"cpt: {out} already finished at step {saved['step']}; nothing to do", file=sys.stderr)
         return 0
-    device = pick_device(cfg.device)
-    deterministic_on_cpu(device)
-    seed_everything(cfg.seed)
+    device = prepare_device(cfg)
     model_path = resolve_model_path(cfg.text_model_name)
 
     # ---- tokenizer and held-out documents
     tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=cfg.trust_remote_code)
-    sep = separator_id(tokenizer)
-    encode = make_encoder(tokenizer)
+    data = HeldOut.read(cfg, tokenizer)
     T = cfg.max_length
-    source_kw = dict(field=cfg.text_field, skip_invalid=cfg.skip_invalid, hf_split=cfg.hf_split,
-                     hf_name=cfg.hf_name, hf_data_files=cfg.hf_data_files, trust_remote_code=cfg.trust_remote_code)
-    train_source = TextSource(cfg.data_path, **source_kw)
-    eval_source = TextSource(cfg.eval_data_path, **source_kw) if cfg.eval_data_path else train_source
-    eval_texts, after_eval, eval_skipped = read_documents(eval_source, cfg.eval_docs)
-    if not eval_texts:
-        raise TextDataError(f"{eval_source.describe()}: no documents to hold out for evaluation")
-    # Held out from the training corpus itself: every training pass starts after those documents.
-    train_start = after_eval if eval_source is train_source else (0, 0)
-    full, remainder = pack(encode(eval_texts), T, sep)
-    eval_blocks = full + ([remainder] if len(remainder) >= 2 else [])  # evaluation keeps the tail block
     blocks_per_step = cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps
     # What a checkpoint's model part and data position mean; a resumed run must agree on all of it.
     signature = {"text_model_name": cfg.text_model_name, "lora_rank": cfg.lora_rank, "data_path": cfg.data_path,
                  "eval_data_path": cfg.eval_data_path, "eval_docs": cfg.eval_docs, "text_field": cfg.text_field,
-                 "max_length": T, "blocks_per_step": blocks_per_step, "separator_id": sep}
+                 "max_length": T, "blocks_per_step": blocks_per_step, "separator_id": data.sep}
     if ckpt is not None:
         before = saved.get("signature", {})
         changed = {k: (before.get(k), v) for k, v in signature.items() if before.get(k) != v}
@@ -171,63 +157,24 @@ def train_cpt(cfg: CPTConfig) -> int:
             raise ConfigError(f"cannot resume from {ckpt}: the run changed ({detail}); "
                               "use a new --output_dir, or --resume never to start over")
     save_config(cfg, out / "config.yaml", extra={"stage": "cpt", "modality": "text", "task": "bio_text"})
-
-    # ---- size the run (a resumed run keeps its step count unless --max_steps says otherwise)
-    if cfg.max_steps > 0:
-        total_steps = cfg.max_steps
-        if ckpt is None and cfg.validate_data and train_source.hf is None:
-            n_rows = sum(1 for _ in train_source.documents(*train_start))
-            print(f"cpt: validated {n_rows} rows of {train_source.describe()}", file=sys.stderr)
-    elif ckpt is not None:
-        total_steps = int(saved["total_steps"])
-    else:
-        counts = count_tokens(train_source, encode, start=train_start)
-        steps_per_pass = counts["tokens"] // T // blocks_per_step
-        if steps_per_pass == 0:
-            raise TextDataError(f"{train_source.describe()}: {counts['tokens']} training tokens do not fill one "
-                                f"optimizer step ({blocks_per_step} blocks of {T} tokens)")
-        total_steps = math.ceil(cfg.num_train_epochs * steps_per_pass - 1e-9)
-        print(f"cpt: {counts['documents']} documents, {counts['tokens']} tokens, {steps_per_pass} steps per pass",
-              file=sys.stderr)
+    total_steps = size_run(cfg, ckpt, saved, data, blocks_per_step)
     warmup = cfg.warmup_steps if cfg.warmup_steps > 0 else round(cfg.warmup_ratio * total_steps)
 
-    # ---- model: full weights come from the checkpoint on resume; a LoRA adapter is loaded over the base
+    # ---- model, optimizer, data position
     lora = cfg.lora_rank > 0
-    weights = str(ckpt) if (ckpt is not None and not lora) else model_path
-    model = AutoModelForCausalLM.from_pretrained(weights, dtype=torch.float32, trust_remote_code=cfg.trust_remote_code)
-    model.config.use_cache = False  # no KV cache while training
-    if cfg.gradient_checkpointing:
-        _enable_gradient_checkpointing(model)
-    if lora:
-        from peft import LoraConfig, get_peft_model, set_peft_model_state_dict
-        model = get_peft_model(model, LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha,
-                                                 lora_dropout=cfg.lora_dropout, task_type="CAUSAL_LM",
-                                                 target_modules=list(cfg.lora_target_modules)))
-        if ckpt is not None:
-            from safetensors.torch import load_file
-            set_peft_model_state_dict(model, load_file(str(ckpt / "adapter_model.safetensors")))
-    model.to(device)
-    model.train()
+    model = build_model(cfg, ckpt, model_path, device)
     amp = autocast(device, cfg.bf16)
-
-    # ---- optimizer and schedule
     params = [p for p in model.parameters() if p.requires_grad]
-    groups = [{"params": [p for p in params if p.ndim >= 2], "weight_decay": cfg.weight_decay},
-              {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
-    optimizer = torch.optim.AdamW(groups, lr=cfg.learning_rate, betas=(cfg.adam_beta1, cfg.adam_beta2),
-                                  eps=cfg.adam_epsilon)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_multiplier(
-        s, kind=cfg.lr_scheduler_type, warmup_steps=warmup, total_steps=total_steps, min_lr_ratio=cfg.min_lr_ratio))
+    optimizer, scheduler = make_optimizer(params, cfg, total_steps, warmup)
     step = 0
     if ckpt is not None:
         step = load_optimizer_state(ckpt, optimizer, scheduler)["step"]  # also restores the RNG
         print(f"cpt: resumed from {ckpt} at step {step}", file=sys.stderr)
-    stream = BlockStream(train_source, encode, sep, T, start=train_start, state=saved.get("data"))
-
+    stream = BlockStream(data.train_source, data.encode, data.sep, T, start=data.train_start, state=saved.get("data"))
     n_params = sum(p.numel() for p in params)
     print(f"cpt: {cfg.text_model_name} on {device} ({'LoRA r=%d' % cfg.lora_rank if lora else 'full'}, "
-          f"{n_params / 1e6:.1f}M trainable), data {train_source.describe()}, {total_steps} steps of "
-          f"{blocks_per_step}x{T} tokens, held out {len(eval_texts)} docs = {len(eval_blocks)} blocks",
+          f"{n_params / 1e6:.1f}M trainable), data {data.train_source.describe()}, {total_steps} steps of "
+          f"{blocks_per_step}x{T} tokens, held out {len(data.eval_texts)} docs = {len(data.eval_blocks)} blocks",
           file=sys.stderr)
 
     def save(step: int) -> Path:
@@ -250,8 +197,8 @@ def train_cpt(cfg: CPTConfig) -> int:
             if blocks is None:  # a pass over the corpus ended; the unfinished batch was dropped
                 empty_passes += 1
                 if empty_passes > 1:
-                    raise TextDataError(f"{train_source.describe()}: a whole pass does not fill one optimizer step "
-                                        f"({blocks_per_step} blocks of {T} tokens)")
+                    raise TextDataError(f"{data.train_source.describe()}: a whole pass does not fill one optimizer "
+                                        f"step ({blocks_per_step} blocks of {T} tokens)")
                 if last_saved != step:
                     save(step)
                     last_saved = step
@@ -286,7 +233,7 @@ def train_cpt(cfg: CPTConfig) -> int:
                           tokens=step * blocks_per_step * T, elapsed_s=round(time.time() - t0, 3), **extra)
                 bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}", refresh=False)
             if cfg.eval_steps > 0 and step % cfg.eval_steps == 0 and step < total_steps:
-                metrics = evaluate(model, eval_blocks, cfg.per_device_eval_batch_size, device, amp)
+                metrics = evaluate(model, data.eval_blocks, cfg.per_device_eval_batch_size, device, amp)
                 log.write(step=step, eval_loss=metrics["eval_loss"], eval_ppl=metrics["perplexity"],
                           eval_tokens=metrics["eval_tokens"])
             if step % cfg.save_steps == 0 or stop:
@@ -301,28 +248,123 @@ def train_cpt(cfg: CPTConfig) -> int:
             print(f"cpt: signal {stop.requested}: checkpointed step {step}, exiting {REQUEUE_EXIT_CODE} "
                   "(requeue me)", file=sys.stderr)
             return REQUEUE_EXIT_CODE
-
-        # ---- final evaluation and export
-        metrics = evaluate(model, eval_blocks, cfg.per_device_eval_batch_size, device, amp)
-        log.write(step=step, eval_loss=metrics["eval_loss"], eval_ppl=metrics["perplexity"],
-                  eval_tokens=metrics["eval_tokens"], final=True)
-        export_final(model, tokenizer, out / "final", lora)
-        result = {"schema": METRICS_SCHEMA, "run_id": cfg.run_id, "sweep": cfg.sweep, "cell": cfg.cell,
-                  "stage": "cpt", "text_model_name": cfg.text_model_name, "step": step,
-                  "eval_loss": metrics["eval_loss"], "perplexity": metrics["perplexity"],
-                  "eval_tokens": metrics["eval_tokens"], "eval_blocks": len(eval_blocks),
-                  "eval_docs": len(eval_texts), "eval_data": eval_source.describe(),
-                  "train_tokens": step * blocks_per_step * T, "skipped_rows": stream.skipped + eval_skipped,
-                  "separator_token": tokenizer.convert_ids_to_tokens(sep), "final": str((out / "final").resolve()),
-                  "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-        _write_json_atomic(out / METRICS_FILE, result)
-        print(f"cpt: done at step {step}: held-out loss {metrics['eval_loss']:.4f}, perplexity "
-              f"{metrics['perplexity']:.2f}; model in {out / 'final'}", file=sys.stderr)
+        finish(cfg, model, tokenizer, data, out, step, blocks_per_step, stream, log, device, amp)
         return 0
     finally:
         bar.close()
         stop.restore()
         log.close()
+
+
+@dataclass
+class HeldOut:
+    """The training source, the held-out documents and their blocks, and the tokenizing functions."""
+    train_source: object
+    eval_source: object
+    eval_texts: list
+    eval_blocks: list
+    eval_skipped: int
+    train_start: tuple
+    sep: int
+    encode: object
+
+    @classmethod
+    def read(cls, cfg, tokenizer) -> "HeldOut":
+        sep = separator_id(tokenizer)
+        encode = make_encoder(tokenizer)
+        source_kw = dict(field=cfg.text_field, skip_invalid=cfg.skip_invalid, hf_split=cfg.hf_split,
+                         hf_name=cfg.hf_name, hf_data_files=cfg.hf_data_files, trust_remote_code=cfg.trust_remote_code)
+        train_source = TextSource(cfg.data_path, **source_kw)
+        eval_source = TextSource(cfg.eval_data_path, **source_kw) if cfg.eval_data_path else train_source
+        eval_texts, after_eval, eval_skipped = read_documents(eval_source, cfg.eval_docs)
+        if not eval_texts:
+            raise TextDataError(f"{eval_source.describe()}: no documents to hold out for evaluation")
+        # Held out from the training corpus itself: every training pass starts after those documents.
+        train_start = after_eval if eval_source is train_source else (0, 0)
+        full, remainder = pack(encode(eval_texts), cfg.max_length, sep)
+        eval_blocks = full + ([remainder] if len(remainder) >= 2 else [])  # evaluation keeps the tail block
+        return cls(train_source, eval_source, eval_texts, eval_blocks, eval_skipped, train_start, sep, encode)
+
+
+def size_run(cfg, ckpt, saved: dict, data: HeldOut, blocks_per_step: int) -> int:
+    """Optimizer steps of the run: --max_steps, else one tokenizing pass over the corpus sizes it
+    from num_train_epochs; a resumed run keeps its step count unless --max_steps says otherwise."""
+    T = cfg.max_length
+    if cfg.max_steps > 0:
+        if ckpt is None and cfg.validate_data and data.train_source.hf is None:
+            n_rows = sum(1 for _ in data.train_source.documents(*data.train_start))
+            print(f"cpt: validated {n_rows} rows of {data.train_source.describe()}", file=sys.stderr)
+        return cfg.max_steps
+    if ckpt is not None:
+        return int(saved["total_steps"])
+    counts = count_tokens(data.train_source, data.encode, start=data.train_start)
+    steps_per_pass = counts["tokens"] // T // blocks_per_step
+    if steps_per_pass == 0:
+        raise TextDataError(f"{data.train_source.describe()}: {counts['tokens']} training tokens do not fill one "
+                            f"optimizer step ({blocks_per_step} blocks of {T} tokens)")
+    print(f"cpt: {counts['documents']} documents, {counts['tokens']} tokens, {steps_per_pass} steps per pass",
+          file=sys.stderr)
+    return math.ceil(cfg.num_train_epochs * steps_per_pass - 1e-9)
+
+
+def build_model(cfg, ckpt, model_path, device):
+    """The causal LM being trained: full weights come from the checkpoint on resume; a LoRA
+    adapter is loaded over the base. CPT trains the plain HF model (no bio modules), whose own
+    forward is the single entry point a DDP / FSDP wrapper takes."""
+    import torch
+    from transformers import AutoModelForCausalLM
+    lora = cfg.lora_rank > 0
+    weights = str(ckpt) if (ckpt is not None and not lora) else model_path
+    model = AutoModelForCausalLM.from_pretrained(weights, dtype=torch.float32, trust_remote_code=cfg.trust_remote_code)
+    model.config.use_cache = False  # no KV cache while training
+    if cfg.gradient_checkpointing:
+        _enable_gradient_checkpointing(model)
+    if lora:
+        from peft import LoraConfig, get_peft_model, set_peft_model_state_dict
+        model = get_peft_model(model, LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha,
+                                                 lora_dropout=cfg.lora_dropout, task_type="CAUSAL_LM",
+                                                 target_modules=list(cfg.lora_target_modules)))
+        if ckpt is not None:
+            from safetensors.torch import load_file
+            set_peft_model_state_dict(model, load_file(str(ckpt / "adapter_model.safetensors")))
+    model.to(device)
+    model.train()
+    return model
+
+
+def make_optimizer(params, cfg, total_steps: int, warmup: int):
+    """AdamW with decay on matrices only (norms and biases are not decayed), and the schedule."""
+    import torch
+
+    from biopost.train.schedule import lr_multiplier
+    groups = [{"params": [p for p in params if p.ndim >= 2], "weight_decay": cfg.weight_decay},
+              {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
+    optimizer = torch.optim.AdamW(groups, lr=cfg.learning_rate, betas=(cfg.adam_beta1, cfg.adam_beta2),
+                                  eps=cfg.adam_epsilon)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_multiplier(
+        s, kind=cfg.lr_scheduler_type, warmup_steps=warmup, total_steps=total_steps, min_lr_ratio=cfg.min_lr_ratio))
+    return optimizer, scheduler
+
+
+def finish(cfg, model, tokenizer, data: HeldOut, out: Path, step: int, blocks_per_step: int, stream, log,
+           device, amp) -> None:
+    """Final held-out evaluation, the exported model in final/, and final_eval_metrics.json."""
+    metrics = evaluate(model, data.eval_blocks, cfg.per_device_eval_batch_size, device, amp)
+    log.write(step=step, eval_loss=metrics["eval_loss"], eval_ppl=metrics["perplexity"],
+              eval_tokens=metrics["eval_tokens"], final=True)
+    export_final(model, tokenizer, out / "final", cfg.lora_rank > 0)
+    result = {"schema": METRICS_SCHEMA, "run_id": cfg.run_id, "sweep": cfg.sweep, "cell": cfg.cell,
+              "stage": "cpt", "text_model_name": cfg.text_model_name, "step": step,
+              "eval_loss": metrics["eval_loss"], "perplexity": metrics["perplexity"],
+              "eval_tokens": metrics["eval_tokens"], "eval_blocks": len(data.eval_blocks),
+              "eval_docs": len(data.eval_texts), "eval_data": data.eval_source.describe(),
+              "train_tokens": step * blocks_per_step * cfg.max_length, "skipped_rows": stream.skipped + data.eval_skipped,
+              "separator_token": tokenizer.convert_ids_to_tokens(data.sep), "final": str((out / "final").resolve()),
+              "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    # allow_nan: a diverged run's eval loss is NaN, and its metrics file must still be written
+    write_json_atomic(out / METRICS_FILE, result, indent=1, allow_nan=True)
+    print(f"cpt: done at step {step}: held-out loss {metrics['eval_loss']:.4f}, perplexity "
+          f"{metrics['perplexity']:.2f}; model in {out / 'final'}", file=sys.stderr)
 
 
 def evaluate(model, blocks, batch_size: int, device, amp) -> dict:
@@ -385,7 +427,3 @@ def _read_metrics_step(path: Path):
     except (OSError, ValueError, AttributeError):
         return None
 
-
-def _write_json_atomic(path: Path, data: dict) -> None:
-    # allow_nan: a diverged run's eval loss is NaN, and its metrics file must still be written
-    write_json_atomic(path, data, indent=1, allow_nan=True)

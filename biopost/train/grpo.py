@@ -1,14 +1,16 @@
 """GRPO on the full multimodal model: bio encoder -> projector -> Qwen3, DNA/protein in every prompt.
 
-Readable top to bottom: config, the math (advantages, the per-token loss), the model side
-(batches, completion log-probs, the reference policy), warm/cold start, then the loop.
+Readable top to bottom: config, batch schedule, then the loop. The rest lives beside it, by
+concern: grpo_loss.py (advantages, the per-token loss: pure tensor math), grpo_policy.py
+(micro-batches, completion log-probs, the reference policy), warm_start.py (SFT warm / cold
+start), grpo_rollouts.py (generation batches: sample, score, old / reference log-probs).
 
 The algorithm as written (and as TRL 1.16's GRPOTrainer computes it, which a test checks):
   1. Rollouts. For each prompt, G = num_generations completions from the current policy through
-     the shared generation path (`biopost.generate.sampling.generate`: bio embeddings spliced into
+     the engine picked by --engine (`biopost.generate.engine`; `hf`: bio embeddings spliced into
      the prompt, KV cache, temperature / top_p / top_k), with a torch.Generator seeded by
      (seed, generation-batch index): a run, and a resumed run, draw the same samples.
-  2. Rewards: named functions (`biopost.train.rewards`), total = weighted sum.
+  2. Rewards: named functions (`biopost.rewards`), total = weighted sum.
   3. Advantages: A = r - mean(group); divided by std(group) + 1e-4 (`scale_rewards group`), by
      std(batch) + 1e-4 (`batch`), or not at all (`none`). Std is Bessel-corrected, as TRL's.
   4. Per-token log-probs of the completion tokens under logits / temperature, for the current
@@ -63,28 +65,19 @@ Nothing here imports TRL: TRL is only the test oracle.
 """
 from __future__ import annotations
 
-import contextlib
-import json
-import math
-import shutil
 import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import ClassVar, Optional
 
 from biopost.config import ConfigError, F, save_config
-from biopost.errors import CheckpointError, MissingCheckpointError
-from biopost.stage import run_stage
-from biopost.train.sft import epoch_order, log, model_spec_from_config, record_done, write_json
+from biopost.errors import CheckpointError
 from biopost.signals import REQUEUE_EXIT_CODE
-
-LOSS_TYPES = ("grpo", "dr_grpo", "dapo")
-SCALE_REWARDS = ("group", "batch", "none")
-IS_LEVELS = ("token", "sequence")
-ADV_EPS = 1e-4  # TRL's: advantages / (std + 1e-4)
-REFERENCE_FILE = "reference.safetensors"
-MERGED_SFT_DIR = "merged_sft"
+from biopost.stage import run_stage
+from biopost.train.grpo_loss import IS_LEVELS, LOSS_TYPES, SCALE_REWARDS, grpo_loss
+from biopost.train.grpo_policy import completion_logps
+from biopost.train.grpo_rollouts import Schedule, schedule_from_config
+from biopost.train.recipe import log, record_done, write_json
 
 
 @dataclass
@@ -183,46 +176,6 @@ class GRPOConfig:
     cache_dir: Optional[str] = F(None, "embedding cache root (default: $BIOPOST_CACHE_DIR)")
 
 
-@dataclass(frozen=True)
-class Schedule:
-    """The batch arithmetic, in one place (see the module docstring)."""
-    batch: int                   # completions per micro-batch
-    accum: int                   # micro-batches per optimizer step
-    steps_per_generation: int    # micro-batches per generation batch
-    num_iterations: int
-    num_generations: int
-
-    @property
-    def generation_batch(self) -> int:     # completions per generation batch
-        return self.batch * self.steps_per_generation
-
-    @property
-    def prompts_per_generation(self) -> int:
-        return self.generation_batch // self.num_generations
-
-    @property
-    def micro_per_generation(self) -> int:  # micro-steps a generation batch lives for
-        return self.steps_per_generation * self.num_iterations
-
-    @property
-    def needs_old_logps(self) -> bool:
-        # the policy can change while the batch is in use: a real old-policy pass is needed
-        return self.num_iterations > 1 or self.accum % self.micro_per_generation != 0
-
-    def boundary(self, step: int) -> bool:
-        """After optimizer step `step`, is no generation batch partly used (a checkpointable step)?"""
-        return (step * self.accum) % self.micro_per_generation == 0
-
-    def steps_for(self, n_generation_batches: int) -> int:
-        return math.ceil(n_generation_batches * self.micro_per_generation / self.accum)
-
-
-def schedule_from_config(cfg) -> Schedule:
-    spg = cfg.steps_per_generation or cfg.gradient_accumulation_steps
-    return Schedule(cfg.per_device_train_batch_size, cfg.gradient_accumulation_steps, spg,
-                    cfg.num_iterations, cfg.num_generations)
-
-
 def validate_config(cfg) -> None:
     problems = []
     if cfg.loss_type not in LOSS_TYPES:
@@ -280,354 +233,30 @@ def validate_config(cfg) -> None:
         raise ConfigError("; ".join(problems))
 
 
-# ===================================================================== the math (pure tensor functions)
-
-def compute_advantages(rewards, num_generations: int, scale_rewards: str = "group"):
-    """(advantages, std used for scaling). `rewards` is (B,), groups of G consecutive completions.
-    Exactly TRL's: A = r - group mean, then / (group std + 1e-4), / (batch std + 1e-4), or nothing."""
-    import torch
-    grouped = rewards.view(-1, num_generations)
-    mean = grouped.mean(dim=1).repeat_interleave(num_generations)
-    if scale_rewards in ("group", "none"):
-        std = grouped.std(dim=1).repeat_interleave(num_generations)
-    elif scale_rewards == "batch":
-        std = rewards.std().expand_as(rewards)
-    else:
-        raise ValueError(f"scale_rewards must be one of {', '.join(SCALE_REWARDS)}, got {scale_rewards!r}")
-    advantages = rewards - mean
-    if scale_rewards != "none":
-        advantages = advantages / (std + ADV_EPS)
-    return advantages, torch.as_tensor(std)
-
-
-def grpo_loss(logps, old_logps, ref_logps, advantages, mask, *, loss_type: str, beta: float,
-              epsilon_low: float, epsilon_high: float, importance_sampling_level: str = "token",
-              max_completion_length: int, grad_accum: int = 1, num_items_in_batch=None,
-              steps_per_generation: int = 1, use_bias_correction_kl: bool = False, delta: float | None = None):
-    """The clipped surrogate + k3 KL of one micro-batch, aggregated as TRL 1.16 does.
-
-    logps, old_logps, ref_logps, mask: (B, T) over completion positions (old None: detached logps,
-    ratio 1; ref None: needs beta 0). advantages: (B,). num_items_in_batch: tokens in the whole
-    generation batch (dapo). Returns (loss to backpropagate, stats) where stats maps a metric to a
-    detached (sum, count) pair so micro-batches combine into exact global means.
-    """
-    import torch
-    mask = mask.to(logps.dtype)
-    adv = advantages.unsqueeze(1) if advantages.dim() == 1 else advantages
-    old = logps.detach() if old_logps is None else old_logps
-    log_ratio = logps - old
-    if importance_sampling_level == "token":
-        log_w = log_ratio
-    elif importance_sampling_level == "sequence":
-        log_w = ((log_ratio * mask).sum(-1) / mask.sum(-1).clamp(min=1.0)).unsqueeze(-1)
-    else:
-        raise ValueError(f"importance_sampling_level must be token or sequence, got {importance_sampling_level!r}")
-    coef_1 = torch.exp(log_w)
-    per_token_kl = None
-    if beta != 0.0:
-        if ref_logps is None:
-            raise ValueError("beta != 0 needs reference log-probs")
-        per_token_kl = torch.exp(ref_logps - logps) - (ref_logps - logps) - 1
-    kl_term = per_token_kl * coef_1 if per_token_kl is not None and use_bias_correction_kl else per_token_kl
-    coef_2 = torch.clamp(coef_1, 1 - epsilon_low, 1 + epsilon_high)
-    # capped after coef_2 is taken, as TRL: the clipped branch still sees the true ratio
-    capped = coef_1 if delta is None else torch.clamp(coef_1, max=delta)
-    per_token_loss = -torch.min(capped * adv, coef_2 * adv)
-    if kl_term is not None:
-        per_token_loss = per_token_loss + beta * kl_term
-
-    if loss_type == "grpo":
-        loss = ((per_token_loss * mask).sum(-1) / mask.sum(-1).clamp(min=1.0)).mean() / grad_accum
-    elif loss_type == "dr_grpo":
-        loss = (per_token_loss * mask).sum() / (per_token_loss.size(0) * max_completion_length) / grad_accum
-    elif loss_type == "dapo":
-        # num_items_in_batch spans the generation batch: rescale it to one accumulation window
-        n_items = torch.as_tensor(num_items_in_batch if num_items_in_batch is not None else mask.sum(),
-                                  dtype=logps.dtype, device=logps.device)
-        normalizer = n_items.clamp(min=1.0) * grad_accum / steps_per_generation
-        loss = (per_token_loss * mask).sum() / normalizer
-    else:
-        raise ValueError(f"loss_type must be one of {', '.join(LOSS_TYPES)}, got {loss_type!r}")
-
-    def masked(x):  # (sum, count): per token, or per sequence for a sequence-level quantity
-        x = x.detach()
-        if x.shape[1] == 1:
-            return x.sum(), torch.tensor(float(x.shape[0]))
-        return (x * mask).sum(), mask.sum()
-
-    is_low = ((coef_1 < 1 - epsilon_low) & (adv < 0)).to(logps.dtype)
-    is_high = ((coef_1 > 1 + epsilon_high) & (adv > 0)).to(logps.dtype)
-    stats = {"clip_ratio/low_mean": masked(is_low), "clip_ratio/high_mean": masked(is_high),
-             "clip_ratio/region_mean": masked(torch.clamp(is_low + is_high, max=1.0)),
-             "ratio_mean": masked(coef_1)}
-    if per_token_kl is not None:
-        stats["kl"] = masked(per_token_kl)
-    with torch.no_grad():
-        real = mask.bool() if coef_1.shape[1] > 1 else mask.sum(-1, keepdim=True) > 0
-        dev = (coef_1.detach() - 1).abs()[real]
-        stats["ratio_max_abs_dev"] = (dev.max() if dev.numel() else torch.tensor(0.0), None)
-    return loss, stats
-
-
-# ===================================================================== the model side
-
-@dataclass
-class MicroBatch:
-    """Completions of one micro-batch laid out as [left-padded prompt | right-padded completion]."""
-    input_ids: object          # (B, P + C)
-    attention_mask: object     # (B, P + C)
-    position_ids: object       # (B, P + C): count real tokens only, as in generation
-    bio_features: dict
-    prompt_width: int          # P
-    completion_ids: object     # (B, C)
-    loss_mask: object          # (B, C): completion tokens in the loss
-    advantages: object         # (B,)
-    old_logps: object = None   # (B, C)
-    ref_logps: object = None   # (B, C)
-
-
-def build_micro_batch(model, prompts, completions: list[list[int]], advantages, embeddings, device,
-                      truncated=None, mask_truncated: bool = False) -> MicroBatch:
-    """`prompts`: one prompt Example per completion (repeated for a group); `completions`: token ids
-    (the stop token included: it is a sampled action, as in TRL)."""
-    import torch
-
-    from biopost.data.examples import collate
-    pad_id = model.tokenizer.pad_token_id
-    batch = collate(prompts, pad_id, embeddings, left_pad=True, device=device)
-    B, P = batch["input_ids"].shape
-    C = max(1, max(len(c) for c in completions))
-    comp = torch.full((B, C), pad_id, dtype=torch.long)
-    cmask = torch.zeros((B, C), dtype=torch.long)
-    for i, c in enumerate(completions):
-        comp[i, :len(c)] = torch.tensor(c, dtype=torch.long)
-        cmask[i, :len(c)] = 1
-    comp, cmask = comp.to(device), cmask.to(device)
-    attention = torch.cat([batch["attention_mask"], cmask], dim=1)
-    positions = (attention.cumsum(-1) - 1).clamp(min=0)
-    loss_mask = cmask
-    if mask_truncated and truncated is not None:
-        keep = (~torch.as_tensor(truncated, dtype=torch.bool)).to(device).long()
-        loss_mask = cmask * keep.unsqueeze(1)
-    return MicroBatch(input_ids=torch.cat([batch["input_ids"], comp], dim=1), attention_mask=attention,
-                      position_ids=positions, bio_features=batch["bio_features"], prompt_width=P,
-                      completion_ids=comp, loss_mask=loss_mask,
-                      advantages=torch.as_tensor(advantages, dtype=torch.float32).to(device))
-
-
-def completion_logps(model, mb: MicroBatch, temperature: float = 1.0, chunk_tokens: int = 4096):
-    """(log-probs, entropies) of the completion tokens, each (B, C), zero outside the loss mask.
-
-    Only completion positions go through the LM head (never the prompt: a 150k vocabulary makes
-    full logits the largest tensor of the step); with gradient, chunks beyond `chunk_tokens` are
-    recomputed in the backward pass instead of keeping their logits. Entropies are detached."""
-    import torch
-    from torch.utils.checkpoint import checkpoint
-    hidden = model.hidden_states(mb.input_ids, mb.attention_mask, mb.bio_features, position_ids=mb.position_ids)
-    P, C = mb.prompt_width, mb.completion_ids.shape[1]
-    h = hidden[:, P - 1:P + C - 1]          # position t predicts token t + 1
-    sel = mb.loss_mask.bool()
-    zeros = h.new_zeros(sel.shape, dtype=torch.float32)
-    if not bool(sel.any()):
-        return zeros + hidden.sum() * 0.0, zeros.detach()
-    head = model.lm_head()
-    hs, targets = h[sel], mb.completion_ids[sel]
-
-    def score(hs_chunk, t_chunk):
-        logp_all = (head(hs_chunk).float() / temperature).log_softmax(-1)
-        tok = logp_all.gather(-1, t_chunk.unsqueeze(-1)).squeeze(-1)
-        ent = -(logp_all.exp() * logp_all).sum(-1)
-        return tok, ent
-
-    toks, ents = [], []
-    recompute = torch.is_grad_enabled() and hs.shape[0] > chunk_tokens
-    for start in range(0, hs.shape[0], chunk_tokens):
-        args = (hs[start:start + chunk_tokens], targets[start:start + chunk_tokens])
-        tok, ent = checkpoint(score, *args, use_reentrant=False) if recompute else score(*args)
-        toks.append(tok)
-        ents.append(ent.detach())
-    logps = zeros.masked_scatter(sel, torch.cat(toks))
-    entropies = zeros.detach().masked_scatter(sel, torch.cat(ents))
-    return logps, entropies
-
-
-class ReferencePolicy:
-    """The KL reference: frozen copies of the trainable tensors, swapped in (pointer swaps under
-    no_grad, no copies) for the reference pass. Run the pass in its own autocast region: autocast
-    caches cast weights per tensor within a region."""
-
-    def __init__(self, model, tensors: dict, disable_adapter: bool):
-        import torch
-        self.model = model
-        self.disable_adapter = disable_adapter and model.is_lora
-        params = dict(model.named_parameters())
-        missing = sorted(set(tensors) - set(params))
-        if missing:
-            raise ValueError(f"reference tensors do not fit the model (unknown: {missing[:3]}...)")
-        self.params = {n: params[n] for n in tensors}
-        for n, p in self.params.items():
-            if tuple(tensors[n].shape) != tuple(p.shape):
-                raise ValueError(f"reference tensor {n} has shape {tuple(tensors[n].shape)}, "
-                                 f"the model {tuple(p.shape)}")
-        self.frozen = {n: tensors[n].to(device=p.device, dtype=p.dtype) for n, p in self.params.items()}
-        self._torch = torch
-
-    @staticmethod
-    def capture(model) -> dict:
-        return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
-
-    @contextlib.contextmanager
-    def active(self):
-        saved = {}
-        with self._torch.no_grad():
-            try:
-                for n, p in self.params.items():
-                    saved[n] = p.data
-                    p.data = self.frozen[n]
-                with (self.model.llm.disable_adapter() if self.disable_adapter else contextlib.nullcontext()):
-                    yield
-            finally:
-                for n, data in saved.items():
-                    self.params[n].data = data
-
-
-def save_tensors(tensors: dict, path: Path) -> None:
-    from safetensors.torch import save
-
-    from biopost.files import write_bytes_atomic
-    write_bytes_atomic(path, save({k: v.detach().cpu().contiguous() for k, v in tensors.items()}))
-
-
-# ===================================================================== where the policy starts
-
-def sft_provenance(sft_checkpoint) -> dict:
-    """What identifies the SFT checkpoint a warm start read: its path and fingerprint."""
-    from biopost.train import checkpoint as ckpt_lib
-    path = Path(sft_checkpoint)
-    info = {"sft_checkpoint_resolved": str(path.resolve()), "sft_fingerprint": None, "sft_step": None}
-    state_file = path / "trainer_state.json"
-    if state_file.is_file():
-        state = ckpt_lib.read_trainer_state(path)
-        info["sft_fingerprint"], info["sft_step"] = state.get("fingerprint"), state.get("step")
-    elif path.is_dir():
-        info["sft_fingerprint"] = ckpt_lib.fingerprint(path)
-    return info
-
-
-def init_source(cfg, out: Path, resumed: bool) -> dict:
-    """How this run's policy started, for config.yaml. A resumed run keeps what its first start
-    recorded (the SFT checkpoint may be gone by now)."""
-    info = {"init": cfg.init, "sft_checkpoint": cfg.sft_checkpoint, "merge_sft": cfg.merge_sft}
-    if cfg.init != "sft":
-        return info
-    previous = {}
-    if resumed and (out / "config.yaml").is_file():
-        from biopost.config import load_run_config
-        previous = load_run_config(out).get("init_source") or {}
-    if previous.get("sft_fingerprint") and previous.get("sft_checkpoint") == cfg.sft_checkpoint:
-        return previous
-    return dict(info, **sft_provenance(cfg.sft_checkpoint))
-
-
-def set_lora_dropout(model, p: float) -> None:
-    import torch.nn as nn
-    for module in model.llm.modules():
-        drops = getattr(module, "lora_dropout", None)
-        if isinstance(drops, nn.ModuleDict):
-            for name in list(drops.keys()):
-                drops[name] = nn.Dropout(p) if p > 0 else nn.Identity()
-    model.spec.lora_dropout = p
-
-
-def policy_lora_rank(cfg, resume_from) -> int:
-    """The LoRA rank the policy will have (0: full fine-tuning): a resumed or continued checkpoint
-    decides for itself, a fresh adapter (cold start, merged SFT) takes --lora_rank."""
-    from biopost.model.bio_model import MODEL_CONFIG
-    source = resume_from if resume_from is not None else (
-        Path(cfg.sft_checkpoint) if cfg.init == "sft" and not cfg.merge_sft else None)
-    if source is None or not (Path(source) / MODEL_CONFIG).is_file():
-        return cfg.lora_rank
-    spec = json.loads((Path(source) / MODEL_CONFIG).read_text())
-    return 0 if spec.get("merged") else int(spec.get("lora_rank", 0))
-
-
-def build_policy(cfg, modality: str, device, dtype, out: Path):
-    """The policy GRPO starts from (not a resume): cold from the base models, the SFT checkpoint
-    itself, or the SFT model merged into the base with a fresh adapter."""
-    import gc
-
-    import torch
-    from safetensors.torch import load_file
-
-    from biopost.model.bio_model import BIO_MODULES, MODEL_CONFIG, BioReasoningModel, ModelSpec
-    if cfg.init == "base":
-        return BioReasoningModel.build(model_spec_from_config(cfg, modality), device=device, dtype=dtype)
-    sft = Path(cfg.sft_checkpoint)
-    if not (sft / MODEL_CONFIG).is_file():
-        raise MissingCheckpointError(f"--sft_checkpoint {sft}: not a bio-post model directory (no {MODEL_CONFIG})")
-    if not cfg.merge_sft:
-        return BioReasoningModel.load(sft, device=device, dtype=dtype, is_trainable=True,
-                                      trust_remote_code=cfg.trust_remote_code)
-    sft_model = BioReasoningModel.load(sft, device=device, dtype=dtype, is_trainable=False,
-                                       trust_remote_code=cfg.trust_remote_code)
-    merged = out / MERGED_SFT_DIR
-    shutil.rmtree(merged, ignore_errors=True)
-    sft_model.merge(merged)     # records its own absolute path as the text model: later checkpoints load it
-    encoders = sft_model.encoders
-    del sft_model
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-    spec = ModelSpec.from_json(json.loads((merged / MODEL_CONFIG).read_text()))
-    spec.merged = False
-    spec.lora_rank, spec.lora_alpha, spec.lora_dropout = cfg.lora_rank, cfg.lora_alpha, cfg.lora_dropout
-    spec.lora_target_modules = list(cfg.lora_target_modules)
-    return BioReasoningModel.build(spec, device=device, dtype=dtype, encoders=encoders,
-                                   bio_modules=load_file(str(merged / BIO_MODULES)), tokenizer_dir=merged)
-
-
 # ===================================================================== the loop
 
-@dataclass
-class Rollout:
-    """One generation batch: its micro-batches plus what gets logged about it."""
-    micro: list
-    num_items: int             # loss tokens in the whole generation batch (dapo's normalizer)
-    stats: dict
-    seconds: float
-
-
 def train_grpo(cfg: GRPOConfig) -> int:
-    import torch
     from tqdm import tqdm
 
-    from biopost.data.examples import encode_prompt, load_task_data, truncation_for
-    from biopost.data.schema import fraction_subset
-    from biopost.encoders.cache import EmbeddingCache
+    from biopost.data.examples import encode_prompt
     from biopost.eval.run import cache_lookup
     from biopost.generate.engine import ENGINES, build_engine
-    from biopost.generate.sampling import SamplingConfig
-    from biopost.rewards import resolve_rewards, score
-    from biopost.model.bio_model import BioReasoningModel
-    from biopost.tasks import get_task
-    from biopost.train import checkpoint as ckpt_lib
-    from biopost.runtime import autocast, base_dtype, deterministic_on_cpu, pick_device, seed_everything
-    from biopost.train.log import JsonlLog
-    from biopost.train.schedule import lr_multiplier
+    from biopost.rewards import resolve_rewards
+    from biopost.runtime import autocast
     from biopost.signals import StopFlag
+    from biopost.train import checkpoint as ckpt_lib
+    from biopost.train import recipe
+    from biopost.train.grpo_policy import make_reference
+    from biopost.train.grpo_rollouts import Rollouts, SamplingSettings
+    from biopost.train.log import JsonlLog
+    from biopost.train.warm_start import init_source, load_policy
 
     validate_config(cfg)
     stop = StopFlag()  # install first: a signal during set-up must not kill the job uncheckpointed
-    out = Path(cfg.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    if cfg.run_id is None:
-        cfg.run_id = out.resolve().name
-    task = get_task(cfg.task)
+    out, task = recipe.start_run(cfg, "grpo")
     rewards = resolve_rewards(list(cfg.reward_funcs), [float(w) for w in cfg.reward_weights], task=task)
     ENGINES.get(cfg.engine)  # an unknown engine fails before anything loads
     sched = schedule_from_config(cfg)
-    eps_low = cfg.epsilon
-    eps_high = cfg.epsilon if cfg.epsilon_high is None else cfg.epsilon_high
     resume_from = ckpt_lib.resolve_resume(cfg.resume, out)
     extra = {"stage": "grpo", "modality": task.modality,
              "init_source": init_source(cfg, out, resumed=resume_from is not None),
@@ -639,90 +268,37 @@ def train_grpo(cfg: GRPOConfig) -> int:
     if cfg.num_train_epochs == 0 and cfg.max_steps <= 0:
         log("[grpo] num_train_epochs is 0: nothing to train")
         return 0
-    device = pick_device(cfg.device)
-    deterministic_on_cpu(device)
-    seed_everything(cfg.seed)
+    device = recipe.prepare_device(cfg)
 
     # ---------------------------------------------------------------- data (prompts + gold; no reasoning needed)
-    truncation = truncation_for(task.modality, cfg)
-    rows, reports = load_task_data(task, cfg.data_path, ("train",), training_splits=(), truncation=truncation,
-                                   skip_invalid=cfg.skip_invalid, log=log)
-    train_rows = fraction_subset(rows["train"], cfg.train_data_fraction, cfg.data_seed)
-    log(f"[grpo] training on {len(train_rows)} of {len(rows['train'])} prompts "
-        f"(train_data_fraction={cfg.train_data_fraction})")
+    _, reports, train_rows = recipe.load_training_rows(task, cfg, "grpo")
 
-    # ---------------------------------------------------------------- model
-    # full fine-tuning keeps fp32 master weights; whether the policy is LoRA can depend on the checkpoint
-    dtype = base_dtype(device, cfg.bf16 and policy_lora_rank(cfg, resume_from) > 0)
-    if resume_from is not None:
-        log(f"[grpo] resuming from {resume_from}")
-        model = BioReasoningModel.load(resume_from, device=device, dtype=dtype, is_trainable=True,
-                                       trust_remote_code=cfg.trust_remote_code)
-    else:
-        model = build_policy(cfg, task.modality, device, dtype, out)
-    if model.is_lora and model.spec.lora_dropout != cfg.lora_dropout:
-        # a continued SFT adapter brings its own dropout; in RL it would make the ratio noisy
-        log(f"[grpo] LoRA dropout {model.spec.lora_dropout} -> {cfg.lora_dropout} (--lora_dropout)")
-        set_lora_dropout(model, cfg.lora_dropout)
-    if cfg.gradient_checkpointing:
-        model.base_llm().gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    # ---------------------------------------------------------------- model, reference, prompts, embeddings
+    model = load_policy(cfg, task.modality, device, out, resume_from, log)
     extra["policy"] = {"text_model_name": model.spec.text_model_name, "encoders": model.spec.encoders,
                        "lora_rank": model.spec.lora_rank if model.is_lora else 0}
     save_config(cfg, out / "config.yaml", extra=extra)  # now with what the policy turned out to be
-    log(f"[grpo] policy: init {cfg.init}{' (merged SFT + fresh adapter)' if cfg.merge_sft else ''}, "
-        f"{'LoRA rank ' + str(model.spec.lora_rank) if model.is_lora else 'full fine-tuning'} on "
-        f"{model.spec.text_model_name}")
-
-    reference = None
-    if cfg.beta != 0.0:
-        if cfg.reference == "base" and not model.is_lora:
-            raise ConfigError("--reference base needs a LoRA policy "
-                             "(with full fine-tuning the reference is the initial model)")
-        ref_path = out / REFERENCE_FILE
-        if resume_from is not None:
-            if not ref_path.is_file():
-                raise MissingCheckpointError(f"{ref_path}: the reference tensors of this run are missing; cannot resume "
-                                        f"with beta {cfg.beta} (start afresh with --resume never)")
-            from safetensors.torch import load_file
-            ref_tensors = load_file(str(ref_path))
-        else:
-            ref_tensors = ReferencePolicy.capture(model)
-            save_tensors(ref_tensors, ref_path)
-        fresh_adapter = cfg.init == "base" or cfg.merge_sft
-        reference = ReferencePolicy(model, ref_tensors, disable_adapter=fresh_adapter or cfg.reference == "base")
-
+    reference = make_reference(cfg, model, out, resume_from)
     prompts, prompt_rows = [], []
     for i, row in enumerate(train_rows):
-        ex = encode_prompt(model, task, row, cfg.max_length_text, cfg.system_prompt or None, f"train[{i}]")
-        prompts.append(ex)
+        prompts.append(encode_prompt(model, task, row, cfg.max_length_text, cfg.system_prompt or None, f"train[{i}]"))
         prompt_rows.append(dict(row, gold=task.gold(row)))
     write_json(out / "data_report.json", {"splits": {s: r.to_dict() for s, r in reports.items()},
                                           "train_rows_used": len(train_rows)})
-
-    # ---------------------------------------------------------------- embeddings (frozen encoders)
-    caches = {m: EmbeddingCache(enc, cfg.cache_dir) for m, enc in model.encoders.items()}
-    for modality, cache in caches.items():
-        seqs = sorted({s for ex in prompts for m, s in ex.bio if m == modality})
-        n_new = cache.ensure(seqs, batch_size=cfg.encoder_batch_size, progress=True)
-        log(f"[grpo] {modality}: {len(seqs)} unique sequences, {n_new} newly encoded ({cache.dir})")
-
-    embeddings = cache_lookup(caches)
+    embeddings = cache_lookup(recipe.embedding_caches(model, prompts, cfg, "grpo"))
 
     # ---------------------------------------------------------------- optimizer and schedule
     n = len(prompts)
     per_epoch = n // sched.prompts_per_generation
     if per_epoch == 0:
         raise ConfigError(f"{n} training prompts cannot fill one generation batch of {sched.prompts_per_generation} "
-                         f"prompts (lower per_device_train_batch_size x steps_per_generation / num_generations)")
+                          f"prompts (lower per_device_train_batch_size x steps_per_generation / num_generations)")
     if n % sched.prompts_per_generation:
         log(f"[grpo] {n % sched.prompts_per_generation} prompts per epoch do not fill a generation batch and are "
             f"skipped (a different subset each epoch)")
     total_steps = cfg.max_steps if cfg.max_steps > 0 else sched.steps_for(per_epoch * cfg.num_train_epochs)
-    warmup = int(round(cfg.warmup_ratio * total_steps))
     params = model.trainable_parameters()
-    optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_multiplier(
-        s, kind=cfg.lr_scheduler_type, warmup_steps=warmup, total_steps=total_steps, min_lr_ratio=cfg.min_lr_ratio))
+    optimizer, scheduler = recipe.make_optimizer(params, cfg, total_steps)
     log(f"[grpo] {n} prompts; generation batch {sched.prompts_per_generation} prompts x G={cfg.num_generations} = "
         f"{sched.generation_batch} completions in {sched.steps_per_generation} micro-batches of {sched.batch}, "
         f"used {sched.num_iterations}x; {cfg.gradient_accumulation_steps} micro-batches per optimizer step; "
@@ -736,70 +312,21 @@ def train_grpo(cfg: GRPOConfig) -> int:
         step = state["step"]
         if not sched.boundary(step) and step < total_steps:
             raise CheckpointError(f"{resume_from}: step {step} is not at a generation-batch boundary of this config "
-                             f"(batch settings changed since the checkpoint?)")
+                                  f"(batch settings changed since the checkpoint?)")
     train_log = JsonlLog(out / "train_log.jsonl", resume_step=step if resume_from is not None else None)
-
-    def epoch_of(n_generations_done: int) -> int:
-        return n_generations_done // per_epoch
 
     def save(step_now: int):
         gens = step_now * sched.accum // sched.micro_per_generation
-        state = {"step": step_now, "epoch": epoch_of(gens), "generation_batches": gens, "total_steps": total_steps,
+        state = {"step": step_now, "epoch": gens // per_epoch, "generation_batches": gens, "total_steps": total_steps,
                  "stage": "grpo"}
         return ckpt_lib.save_checkpoint(out, step_now, model.save, optimizer, scheduler, state,
                                         keep_last=cfg.save_total_limit)
 
     amp = lambda: autocast(device, cfg.bf16)  # noqa: E731  (a fresh region per pass: see ReferencePolicy)
     engine = build_engine(cfg.engine, model, embeddings, device=device, autocast_ctx=amp)
-    names = [name for name, _, _ in rewards]
-    weights = torch.tensor([w for _, _, w in rewards], dtype=torch.float32)
-
-    def rollout(g: int) -> Rollout:
-        """Generation batch g: sample, score, compute advantages and the old / reference log-probs."""
-        t0 = time.perf_counter()
-        e, j = divmod(g, per_epoch)
-        order = epoch_order(n, cfg.seed, e)
-        idx = order[j * sched.prompts_per_generation:(j + 1) * sched.prompts_per_generation]
-        G = cfg.num_generations
-        group_prompts = [prompts[i] for i in idx for _ in range(G)]
-        group_rows = [prompt_rows[i] for i in idx for _ in range(G)]
-        model.eval()
-        chunk = cfg.rollout_batch_size or len(group_prompts)
-        gens = []
-        for c, start in enumerate(range(0, len(group_prompts), chunk)):
-            sampling = SamplingConfig(max_new_tokens=cfg.max_completion_length, do_sample=True,
-                                      temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k,
-                                      seed=(cfg.seed * 1_000_003 + g) * 1_009 + c)
-            gens += engine.generate(group_prompts[start:start + chunk], sampling)
-        texts = [x.text for x in gens]
-        per_func = torch.tensor([score(fn, name, texts, group_rows) for name, fn, _ in rewards],
-                                dtype=torch.float32).T                     # (B, F)
-        total = (per_func * weights.unsqueeze(0)).sum(dim=1)
-        advantages, _ = compute_advantages(total, G, cfg.scale_rewards)
-        group_std = total.view(-1, G).std(dim=1)
-        truncated = torch.tensor([not x.stopped for x in gens])
-        lengths = torch.tensor([len(x.tokens) for x in gens], dtype=torch.float32)
-        micro = []
-        for s in range(sched.steps_per_generation):
-            sl = slice(s * sched.batch, (s + 1) * sched.batch)
-            mb = build_micro_batch(model, group_prompts[sl], [x.tokens for x in gens[sl]], advantages[sl],
-                                   embeddings, device, truncated=truncated[sl],
-                                   mask_truncated=cfg.mask_truncated_completions)
-            if sched.needs_old_logps:
-                with torch.no_grad(), amp():
-                    mb.old_logps = completion_logps(model, mb, cfg.temperature, cfg.logprob_chunk_tokens)[0]
-            if reference is not None:
-                with reference.active(), amp():
-                    mb.ref_logps = completion_logps(model, mb, cfg.temperature, cfg.logprob_chunk_tokens)[0]
-            micro.append(mb)
-        num_items = int(sum(int(mb.loss_mask.sum()) for mb in micro))
-        stats = {"reward": float(total.mean()), "reward_std": float(total.std()),
-                 "frac_reward_zero_std": float(torch.isclose(group_std, torch.zeros_like(group_std)).float().mean()),
-                 "completion_length": float(lengths.mean()), "completion_length_min": float(lengths.min()),
-                 "completion_length_max": float(lengths.max()), "truncated_frac": float(truncated.float().mean())}
-        for k, name in enumerate(names):
-            stats[f"rewards/{name}"] = float(per_func[:, k].mean())
-        return Rollout(micro, num_items, stats, time.perf_counter() - t0)
+    rollouts = Rollouts(model=model, engine=engine, prompts=prompts, rows=prompt_rows, rewards=rewards,
+                        schedule=sched, per_epoch=per_epoch, settings=SamplingSettings.from_config(cfg),
+                        embeddings=embeddings, reference=reference, device=device, autocast=amp)
 
     # ---------------------------------------------------------------- the loop
     bar = tqdm(total=total_steps, initial=step, desc="grpo", unit="step", dynamic_ncols=True,
@@ -807,62 +334,25 @@ def train_grpo(cfg: GRPOConfig) -> int:
     exit_code = 0
     last_saved = step if resume_from is not None else -1
     save_due = False
-    buffer: Rollout | None = None
+    buffer = None
     while step < total_steps:
         t0 = time.perf_counter()
-        gen_seconds, gen_stats, sums, loss_total = 0.0, [], {}, 0.0
-        ratio_dev = 0.0
-        for a in range(sched.accum):
-            m = step * sched.accum + a                      # global micro-step
-            if m % sched.micro_per_generation == 0:
-                buffer = rollout(m // sched.micro_per_generation)
-                gen_seconds += buffer.seconds
-                gen_stats.append(buffer.stats)
-            mb = buffer.micro[m % sched.steps_per_generation]
-            model.train()
-            with amp():
-                logps, entropies = completion_logps(model, mb, cfg.temperature, cfg.logprob_chunk_tokens)
-                loss, stats = grpo_loss(logps, mb.old_logps, mb.ref_logps, mb.advantages, mb.loss_mask,
-                                        loss_type=cfg.loss_type, beta=cfg.beta, epsilon_low=eps_low,
-                                        epsilon_high=eps_high, importance_sampling_level=cfg.importance_sampling_level,
-                                        max_completion_length=cfg.max_completion_length, grad_accum=sched.accum,
-                                        num_items_in_batch=buffer.num_items,
-                                        steps_per_generation=sched.steps_per_generation,
-                                        use_bias_correction_kl=cfg.use_bias_correction_kl, delta=cfg.delta)
-            loss.backward()
-            loss_total += float(loss.detach())
-            stats["entropy"] = ((entropies * mb.loss_mask).sum(), mb.loss_mask.sum())
-            ratio_dev = max(ratio_dev, float(stats.pop("ratio_max_abs_dev")[0]))
-            for k, (s, c) in stats.items():
-                acc = sums.setdefault(k, [0.0, 0.0])
-                acc[0] += float(s)
-                acc[1] += float(c)
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm if cfg.max_grad_norm > 0 else float("inf"))
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
+        buffer, result = optimizer_step(model, rollouts, buffer, step, sched, cfg, amp)
+        grad_norm = recipe.clip_and_step(params, optimizer, scheduler, cfg.max_grad_norm)
         engine.sync_weights(model)  # the next rollout samples from the updated policy
         step += 1
         dt = time.perf_counter() - t0
         at_boundary = sched.boundary(step)
-        gens_done = step * sched.accum // sched.micro_per_generation
-        epoch_done = at_boundary and gens_done % per_epoch == 0
-        n_generated = len(gen_stats)
-        if not gen_stats:           # a reused generation batch: report the rollout it came from
-            gen_stats = [buffer.stats]
-        rollout_stats = {k: sum(s[k] for s in gen_stats) / len(gen_stats) for k in gen_stats[0]}
+        epoch_done = at_boundary and (step * sched.accum // sched.micro_per_generation) % per_epoch == 0
         bar.update(1)
-        bar.set_postfix(reward=f"{rollout_stats['reward']:.3f}", refresh=False)
+        bar.set_postfix(reward=f"{result['rollout']['reward']:.3f}", refresh=False)
         if step % cfg.logging_steps == 0 or step == total_steps:
             entry = dict(step=step, epoch=round(step * sched.accum / sched.micro_per_generation / per_epoch, 4),
-                         loss=loss_total, **rollout_stats,
-                         **{k: (s / c if c else None) for k, (s, c) in sums.items()},
-                         ratio_max_abs_dev=ratio_dev, lr=scheduler.get_last_lr()[0], grad_norm=float(grad_norm),
-                         generated=n_generated, generation_s=gen_seconds,
-                         update_s=dt - gen_seconds, step_time_s=dt)
-            if device.type == "cuda":
-                entry["peak_memory_gb"] = torch.cuda.max_memory_allocated(device) / 2**30
-            train_log.write(**entry)
+                         loss=result["loss"], **result["rollout"], **result["means"],
+                         ratio_max_abs_dev=result["ratio_dev"], lr=scheduler.get_last_lr()[0],
+                         grad_norm=float(grad_norm), generated=result["generated"],
+                         generation_s=result["generation_s"], update_s=dt - result["generation_s"], step_time_s=dt)
+            train_log.write(**recipe.peak_memory(entry, device))
         save_due = save_due or step % cfg.save_steps == 0
         if (at_boundary and (save_due or epoch_done)) or step == total_steps:
             save(step)
@@ -885,6 +375,47 @@ def train_grpo(cfg: GRPOConfig) -> int:
             log(f"[grpo] no learning signal: every group of all {summary['steps']} logged steps had zero "
                 f"reward std (mean reward {summary['mean_reward']}), so every advantage was 0")
     return exit_code
+
+
+def optimizer_step(model, rollouts, buffer, step: int, sched: Schedule, cfg, amp):
+    """The forward / backward passes of optimizer step `step` (gradients accumulated, no update):
+    a new generation batch whenever the previous one is used up, else its next micro-batch.
+    Returns (the current generation batch, what to log)."""
+    gen_seconds, gen_stats, sums, loss_total, ratio_dev = 0.0, [], {}, 0.0, 0.0
+    eps_low = cfg.epsilon
+    eps_high = cfg.epsilon if cfg.epsilon_high is None else cfg.epsilon_high
+    for a in range(sched.accum):
+        m = step * sched.accum + a                      # global micro-step
+        if m % sched.micro_per_generation == 0:
+            buffer = rollouts(m // sched.micro_per_generation)
+            gen_seconds += buffer.seconds
+            gen_stats.append(buffer.stats)
+        mb = buffer.micro[m % sched.steps_per_generation]
+        model.train()
+        with amp():
+            logps, entropies = completion_logps(model, mb, cfg.temperature, cfg.logprob_chunk_tokens)
+            loss, stats = grpo_loss(logps, mb.old_logps, mb.ref_logps, mb.advantages, mb.loss_mask,
+                                    loss_type=cfg.loss_type, beta=cfg.beta, epsilon_low=eps_low,
+                                    epsilon_high=eps_high, importance_sampling_level=cfg.importance_sampling_level,
+                                    max_completion_length=cfg.max_completion_length, grad_accum=sched.accum,
+                                    num_items_in_batch=buffer.num_items,
+                                    steps_per_generation=sched.steps_per_generation,
+                                    use_bias_correction_kl=cfg.use_bias_correction_kl, delta=cfg.delta)
+        loss.backward()
+        loss_total += float(loss.detach())
+        stats["entropy"] = ((entropies * mb.loss_mask).sum(), mb.loss_mask.sum())
+        ratio_dev = max(ratio_dev, float(stats.pop("ratio_max_abs_dev")[0]))
+        for k, (s, c) in stats.items():
+            acc = sums.setdefault(k, [0.0, 0.0])
+            acc[0] += float(s)
+            acc[1] += float(c)
+    n_generated = len(gen_stats)
+    if not gen_stats:           # a reused generation batch: report the rollout it came from
+        gen_stats = [buffer.stats]
+    rollout_stats = {k: sum(s[k] for s in gen_stats) / len(gen_stats) for k in gen_stats[0]}
+    return buffer, {"loss": loss_total, "rollout": rollout_stats, "ratio_dev": ratio_dev,
+                    "means": {k: (s / c if c else None) for k, (s, c) in sums.items()},
+                    "generated": n_generated, "generation_s": gen_seconds}
 
 
 def main(argv=None, prog: str | None = None) -> int:

@@ -13,12 +13,12 @@ import math
 import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import ClassVar, Optional
 
 from biopost.config import ConfigError, F, save_config
 from biopost.signals import REQUEUE_EXIT_CODE
 from biopost.stage import run_stage
+from biopost.train.recipe import epoch_order, log, model_spec_from_config, record_done, write_json
 
 
 @dataclass
@@ -85,23 +85,8 @@ class SFTConfig:
     cache_dir: Optional[str] = F(None, "embedding cache root (default: $BIOPOST_CACHE_DIR)")
 
 
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
 
 
-def model_spec_from_config(cfg, modality_name: str):
-    """The model a fresh run builds: the text model, the modality's encoder (from its own flags)
-    and projector, the LoRA settings."""
-    from biopost.model.bio_model import ModelSpec
-    from biopost.modality import get_modality
-    modality = get_modality(modality_name)
-    encoders = {modality.name: modality.encoder_spec(cfg)}
-    projectors = {modality.name: cfg.projector or modality.default_projector}
-    frozen = bool(getattr(cfg, "train_projector_only", False))
-    return ModelSpec(text_model_name=cfg.text_model_name, encoders=encoders, projectors=projectors,
-                     lora_rank=0 if frozen else cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                     lora_target_modules=list(cfg.lora_target_modules), trust_remote_code=cfg.trust_remote_code,
-                     frozen_llm=frozen)
 
 
 def validate_config(cfg) -> None:
@@ -124,10 +109,6 @@ def validate_config(cfg) -> None:
         raise ConfigError("; ".join(problems))
 
 
-def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
-    import torch
-    g = torch.Generator().manual_seed(seed * 100_003 + epoch)
-    return torch.randperm(n, generator=g).tolist()
 
 
 def micro_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
@@ -139,57 +120,34 @@ def steps_per_epoch(n: int, batch_size: int, accum: int) -> int:
     return math.ceil(math.ceil(n / batch_size) / accum)
 
 
-def write_json(path: Path, obj) -> None:
-    from biopost.files import write_json_atomic
-    write_json_atomic(path, obj, indent=1)
 
 
-def record_done(out: Path, stage: str, step: int, total_steps: int) -> None:
-    """The end of a finished training run (SFT or GRPO): train_done.json and the last log line."""
-    from biopost.train.checkpoint import latest_checkpoint
-    last = latest_checkpoint(out)
-    write_json(out / "train_done.json", {"step": step, "total_steps": total_steps, "checkpoint": str(last)})
-    log(f"[{stage}] done: {step} steps; checkpoint {last}")
 
 
 def train_sft(cfg: SFTConfig) -> int:
-    import torch
     from tqdm import tqdm
 
-    from biopost.data.examples import encode_training_example, load_task_data, truncation_for
-    from biopost.data.schema import fraction_subset
-    from biopost.encoders.cache import EmbeddingCache
+    from biopost.data.examples import encode_training_example
+    from biopost.model.batch import Batch
     from biopost.model.bio_model import BioReasoningModel
-    from biopost.tasks import get_task
-    from biopost.train import checkpoint as ckpt_lib
-    from biopost.runtime import autocast, base_dtype, deterministic_on_cpu, pick_device, seed_everything
-    from biopost.train.log import JsonlLog
-    from biopost.train.schedule import lr_multiplier
+    from biopost.runtime import autocast, base_dtype
     from biopost.signals import StopFlag
+    from biopost.train import checkpoint as ckpt_lib
+    from biopost.train import recipe
+    from biopost.train.log import JsonlLog
 
     validate_config(cfg)
     stop = StopFlag()  # install first: a signal during set-up must not kill the job uncheckpointed
-    out = Path(cfg.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    if cfg.run_id is None:
-        cfg.run_id = out.resolve().name
-    task = get_task(cfg.task)
+    out, task = recipe.start_run(cfg, "sft")
     save_config(cfg, out / "config.yaml", extra={"stage": "sft", "modality": task.modality})
     if cfg.num_train_epochs == 0 and cfg.max_steps <= 0:
         log("[sft] num_train_epochs is 0: nothing to train")
         return 0
-    device = pick_device(cfg.device)
-    deterministic_on_cpu(device)
-    seed_everything(cfg.seed)
+    device = recipe.prepare_device(cfg)
 
     # ---------------------------------------------------------------- data
-    truncation = truncation_for(task.modality, cfg)
     monitor_splits = ("id_val", "ood_val") if cfg.eval_every > 0 else ()
-    rows, reports = load_task_data(task, cfg.data_path, ("train",) + monitor_splits, truncation=truncation,
-                                   skip_invalid=cfg.skip_invalid, log=log)
-    train_rows = fraction_subset(rows["train"], cfg.train_data_fraction, cfg.data_seed)
-    log(f"[sft] training on {len(train_rows)} of {len(rows['train'])} rows "
-        f"(train_data_fraction={cfg.train_data_fraction})")
+    rows, reports, train_rows = recipe.load_training_rows(task, cfg, "sft", monitor_splits)
 
     # ---------------------------------------------------------------- model
     resume_from = ckpt_lib.resolve_resume(cfg.resume, out)
@@ -205,7 +163,7 @@ def train_sft(cfg: SFTConfig) -> int:
             loaded = model.load_projector_checkpoint(cfg.projector_checkpoint_path)
             log(f"[sft] projectors and bio-token rows initialized from {loaded}")
     if cfg.gradient_checkpointing:
-        model.base_llm().gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        recipe.enable_gradient_checkpointing(model)
     model.train()
 
     examples, n_truncated = [], 0
@@ -220,13 +178,7 @@ def train_sft(cfg: SFTConfig) -> int:
         raise ConfigError("no supervised tokens: every assistant turn was truncated away (raise --max_length_text)")
     write_json(out / "data_report.json", {"splits": {s: r.to_dict() for s, r in reports.items()},
                                           "train_rows_used": len(train_rows), "text_truncated": n_truncated})
-
-    # ---------------------------------------------------------------- embeddings (frozen encoders)
-    caches = {m: EmbeddingCache(enc, cfg.cache_dir) for m, enc in model.encoders.items()}
-    for modality, cache in caches.items():
-        seqs = sorted({s for ex in examples for m, s in ex.bio if m == modality})
-        n_new = cache.ensure(seqs, batch_size=cfg.encoder_batch_size, progress=True)
-        log(f"[sft] {modality}: {len(seqs)} unique sequences, {n_new} newly encoded ({cache.dir})")
+    caches = recipe.embedding_caches(model, examples, cfg, "sft")
 
     def embeddings(modality, seq):
         return caches[modality].get(seq)
@@ -236,11 +188,8 @@ def train_sft(cfg: SFTConfig) -> int:
     bs, accum = cfg.per_device_train_batch_size, cfg.gradient_accumulation_steps
     per_epoch = steps_per_epoch(n, bs, accum)
     total_steps = cfg.max_steps if cfg.max_steps > 0 else per_epoch * cfg.num_train_epochs
-    warmup = int(round(cfg.warmup_ratio * total_steps))
     params = model.trainable_parameters()
-    optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_multiplier(
-        s, kind=cfg.lr_scheduler_type, warmup_steps=warmup, total_steps=total_steps, min_lr_ratio=cfg.min_lr_ratio))
+    optimizer, scheduler = recipe.make_optimizer(params, cfg, total_steps)
     log(f"[sft] {n} examples, {per_epoch} optimizer steps per epoch, {total_steps} in total; "
         f"{sum(p.numel() for p in params):,} trainable parameters; device {device}")
 
@@ -277,14 +226,10 @@ def train_sft(cfg: SFTConfig) -> int:
         for mb in group:
             batch = collate_batch([examples[i] for i in mb], model, embeddings, device)
             with autocast(device, cfg.bf16):
-                loss_sum, _ = model.token_loss_sum(batch["input_ids"], batch["attention_mask"], batch["labels"],
-                                                   batch["bio_features"])
+                loss_sum = model(Batch(**batch)).loss_sum
             (loss_sum / max(n_tokens, 1)).backward()
             loss_total += float(loss_sum.detach())
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm if cfg.max_grad_norm > 0 else float("inf"))
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
+        grad_norm = recipe.clip_and_step(params, optimizer, scheduler, cfg.max_grad_norm)
         step += 1
         micro += len(group)
         epoch_done = micro >= len(batches)
@@ -299,9 +244,7 @@ def train_sft(cfg: SFTConfig) -> int:
             entry = dict(step=step, epoch=round(epoch + micro / max(len(batches), 1), 4), loss=loss,
                          lr=scheduler.get_last_lr()[0], grad_norm=float(grad_norm), n_tokens=n_tokens,
                          step_time_s=dt, tokens_per_s=n_tokens / dt if dt > 0 else None)
-            if device.type == "cuda":
-                entry["peak_memory_gb"] = torch.cuda.max_memory_allocated(device) / 2**30
-            train_log.write(**entry)
+            train_log.write(**recipe.peak_memory(entry, device))
         should_stop_early, improved = False, False
         if monitor is not None and (step % cfg.eval_every == 0 or step == total_steps):
             improved, should_stop_early = monitor.evaluate(step, train_log)
