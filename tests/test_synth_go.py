@@ -7,8 +7,20 @@ from collections import Counter
 
 import pytest
 
-from bioreason_pro.synth_go import (COMPARTMENTS, FAMILIES, ID_ORGANISMS, OOD_TEST_ORGANISMS, OOD_VAL_ORGANISMS,
-                                    SPLITS, SynthGoConfig, generate, most_frequent_terms, write)
+from bioreason_pro.synth_go import (COMPARTMENTS, FAMILIES, ID_ORGANISMS, NO_SHORTCUT_BACKGROUND, OOD_TEST_ORGANISMS,
+                                    OOD_VAL_ORGANISMS, SPLITS, STRONG_CC_COPIES, STRONG_CC_MOTIFS, SynthGoConfig,
+                                    generate, most_frequent_terms, write)
+
+# sha256 of the default (seed 0) files as written before `organism_shortcut` existed: the demo's
+# cached data/go_synth and every test trained on it depend on these bytes
+DEFAULT_SHA256 = {
+    "train.jsonl": "6c12e041f2d2d1fa0ad4c77a2e3b208d3db9a08b5d65d61b40bf72c6aad89569",
+    "id_val.jsonl": "45b78f341914156fd6d851210cf70da7fc746b117bda43a3182683fa53302959",
+    "ood_val.jsonl": "ba65dff16adf7806a841adca9132d91c25dbe9b5ac36bbff905d1c5c781f1e0b",
+    "id_test.jsonl": "7e83210d0aca43b8403f32be16a40013b8c178954d0b1cb65866aef7ca18c47e",
+    "ood_test.jsonl": "656ac7f43bdaffa8f2c767cbd466284f9e8e095444933d0695f23f4c7b3acda4",
+    "synth_go.json": "1d1158f3e3eeb87d5606c72d4d8765208c70b61c6cc2bfab51eae6186bbe850c",
+}
 
 
 @pytest.fixture(scope="module")
@@ -59,11 +71,95 @@ def test_signals_and_the_organism_shortcut(synth):
     assert all(len({cc for (o, cc) in by_org if o == org}) >= 2 for org in test_orgs)
 
 
+def test_default_files_are_unchanged(synth):
+    import hashlib
+    out, _ = synth
+    assert {name: hashlib.sha256((out / name).read_bytes()).hexdigest() for name in DEFAULT_SHA256} == DEFAULT_SHA256
+
+
+@pytest.fixture(scope="module")
+def no_shortcut():
+    return generate(SynthGoConfig(seed=0, organism_shortcut=False))
+
+
+def test_no_shortcut_keeps_the_splits_and_schema(synth, no_shortcut, tmp_path):
+    from bioreason_pro.protein_data import load_protein_rows
+    _, default = synth
+    assert generate(SynthGoConfig(seed=0, organism_shortcut=False)) == no_shortcut
+    for split in SPLITS:
+        assert len(no_shortcut[split]) == len(default[split])
+        assert {r["organism"] for r in no_shortcut[split]} == {r["organism"] for r in default[split]}, split
+        assert [set(r) for r in no_shortcut[split]] == [set(r) for r in default[split]], split
+        assert all(56 <= len(r["sequence"]) <= 72 and r["sequence"][0] == "M" for r in no_shortcut[split])
+    cfg = SynthGoConfig(seed=0, organism_shortcut=False)
+    write(tmp_path, no_shortcut, cfg)
+    rows, reports = load_protein_rows(str(tmp_path))
+    assert all(r.n_valid == r.n_rows and r.alt_mapped == 0 and r.obsolete_dropped == 0 for r in reports.values())
+    meta = json.loads((tmp_path / "synth_go.json").read_text())
+    assert meta["config"]["organism_shortcut"] is False and meta["strong_cc_motifs"] == STRONG_CC_MOTIFS
+
+
+def test_no_shortcut_the_sequence_decides_every_term_and_the_organism_none(synth, no_shortcut):
+    _, default = synth
+    mf_of = {v[0]: k for k, v in FAMILIES.items()}
+    cc_of = {v[0]: k for k, v in COMPARTMENTS.items()}
+    rare_cc = {m: set(m) - set(NO_SHORTCUT_BACKGROUND) for m in STRONG_CC_MOTIFS.values()}
+    assert all(len(r) == 1 for r in rare_cc.values())                          # one reserved residue each
+    rare = set("WYCH") | set().union(*rare_cc.values())
+    for split, rows in no_shortcut.items():
+        for r in rows:
+            family, compartment = mf_of[r["go_mf"][0]], cc_of[r["go_cc"][0]]
+            seq = r["sequence"]
+            assert seq.count(FAMILIES[family][2]) >= 3                         # strong MF signal
+            assert seq.count(STRONG_CC_MOTIFS[compartment]) >= STRONG_CC_COPIES  # strong CC signal
+            # the rare residues name exactly the protein's family and compartment
+            mine = (set(FAMILIES[family][2]) | set(STRONG_CC_MOTIFS[compartment])) & rare
+            assert set(seq) & rare == mine, (split, r["protein_id"])
+    # the organism is independent of every term: each organism of each split sees every MF and every
+    # CC term, and (pooled over the ID splits) no organism's CC or MF distribution is far from uniform
+    for split, rows in no_shortcut.items():
+        for org in {r["organism"] for r in rows}:
+            mine = [r for r in rows if r["organism"] == org]
+            if len(mine) >= 20:
+                assert {r["go_cc"][0] for r in mine} == {v[0] for v in COMPARTMENTS.values()}, (split, org)
+                assert {r["go_mf"][0] for r in mine} == {v[0] for v in FAMILIES.values()}, (split, org)
+    id_rows = [r for s in ("train", "id_val", "id_test") for r in no_shortcut[s]]
+    for col, terms in (("go_cc", COMPARTMENTS), ("go_mf", FAMILIES)):
+        for org in ID_ORGANISMS:
+            c = Counter(r[col][0] for r in id_rows if r["organism"] == org)
+            n = sum(c.values())
+            assert max(c.values()) / n < 1 / len(terms) + 0.15, (col, org, c)
+    # the text predicts nothing: the best organism -> term rule, fitted on train, is right on id_val + id_test
+    # about as often as the most frequent training term (in the default it is right on every CC)
+    def rule_gain(splits, col):
+        by_org = Counter((r["organism"], r[col][0]) for r in splits["train"])
+        rule = {o: max((n, t) for (o2, t), n in by_org.items() if o2 == o)[1] for o, _ in by_org}
+        majority = Counter(r[col][0] for r in splits["train"]).most_common(1)[0][0]
+        test = splits["id_val"] + splits["id_test"]
+        right = sum(rule[r["organism"]] == r[col][0] for r in test)
+        return (right - sum(majority == r[col][0] for r in test)) / len(test)
+    for col in ("go_cc", "go_mf"):
+        assert rule_gain(no_shortcut, col) < 0.1, col
+    assert rule_gain(default, "go_cc") > 0.5
+
+
+def test_no_shortcut_short_proteins_are_a_named_error():
+    from biopost.errors import UserError
+    with pytest.raises(UserError, match="min_length"):
+        generate(SynthGoConfig(seed=0, organism_shortcut=False, min_length=30, max_length=30))
+
+
 def test_cli_writes_the_splits(tmp_path):
     from biopost.cli import main
     assert main(["data", "synth-go", "--out", str(tmp_path), "--n_train", "20", "--n_ood_test", "7"]) == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([f"{s}.jsonl" for s in SPLITS] + ["synth_go.json"])
     assert len((tmp_path / "ood_test.jsonl").read_text().splitlines()) == 7
+    assert "organism_shortcut" not in json.loads((tmp_path / "synth_go.json").read_text())["config"]
+    ctl = tmp_path / "control"
+    assert main(["data", "synth-go", "--out", str(ctl), "--n_train", "20", "--no_organism_shortcut"]) == 0
+    assert json.loads((ctl / "synth_go.json").read_text())["config"]["organism_shortcut"] is False
+    want = generate(SynthGoConfig(seed=0, n_train=20, organism_shortcut=False))["train"]
+    assert [json.loads(line) for line in (ctl / "train.jsonl").read_text().splitlines()] == want
 
 
 # The acceptance test: the same recipe as BioReason-Pro/data/synth_go/README.md.

@@ -75,7 +75,8 @@ COMMANDS["data"].register_lazy("split-go", "bioreason_pro.split_go:main",
                                help="validate GO protein rows and write train/id_val/ood_val/id_test/ood_test "
                                     "by a named ID/OOD rule (organisms, families, time cut)")
 COMMANDS["data"].register_lazy("synth-go", "bioreason_pro.synth_go:main",
-                               help="write the synthetic GO benchmark (motif-decided terms, organism shortcut)")
+                               help="write the synthetic GO benchmark (motif-decided terms, organism shortcut; "
+                                    "--no_organism_shortcut: the sequence decides every term)")
 COMMANDS["data"].register_lazy("swissprot-go", "bioreason_pro.swissprot_benchmark:main",
                                help="build the real Swiss-Prot mini GO benchmark from the committed fixture")
 defer("tiny model", "esm-protein", "bioreason_pro.tiny_protein:build",
