@@ -380,7 +380,10 @@ def test_configs_parse_and_sweep_keys_exist():
         if not grpo:
             continue
         tiny = spec_path.name == "demo.yaml"  # make demo runs on a CPU
-        assert grpo["config"] == f"BioReason/configs/grpo_{'tiny' if tiny else '1p7b'}.yaml"
+        if spec.get("modality") == "protein":  # the protein study's real-run config (tests/test_protein_grpo.py)
+            assert grpo["config"] == "BioReason-Pro/configs/grpo_4b.yaml", spec_path.name
+        else:
+            assert grpo["config"] == f"BioReason/configs/grpo_{'tiny' if tiny else '1p7b'}.yaml", spec_path.name
         keys = set(grpo.get("grid", {})) | set(grpo.get("overrides", {}))
         keys |= {k.split(".", 1)[1] for cell in spec.get("cells", []) for k in cell if k.startswith("grpo.")}
         keys |= {k.split(".", 1)[1] for k in spec.get("zip", {}) if k.startswith("grpo.")}

@@ -176,7 +176,9 @@ def test_cluster_env_path_comes_from_the_environment(tmp_path, monkeypatch):
 
 # ------------------------------------------------------------------ launchers
 LAUNCHERS = ["BioReason/cpt_job.sh", "BioReason/submit_drive_genomics_sweeps.sh",
-             "BioReason/submit_drive_genomics_data_sweeps.sh", "BioReason/submit_id_ood_eval.sh"]
+             "BioReason/submit_drive_genomics_data_sweeps.sh", "BioReason/submit_id_ood_eval.sh",
+             "BioReason-Pro/scripts/sweep_protein_sft.sh", "BioReason-Pro/scripts/sweep_protein_grpo.sh",
+             "BioReason-Pro/scripts/submit_id_ood_eval_rl.sh"]
 
 
 @pytest.mark.parametrize("launcher", LAUNCHERS)
@@ -184,7 +186,7 @@ def test_launchers_dry_run_with_quoted_overrides(tmp_path, launcher):
     spec = write_spec(tmp_path / "spec.yaml", two_stage_spec("launch", grid={"num_train_epochs": [1]}))
     env = cli_env(tmp_path, DRY_RUN=1, PARTITION="gpu $(touch PWNED)", ACCOUNT="lab;x", TIME="01:00:00",
                   PYTHON=PYTHON, BIOPOST_WORK_ROOT=tmp_path / "runs")
-    only_eval = launcher.endswith("submit_id_ood_eval.sh")
+    only_eval = launcher.endswith(("submit_id_ood_eval.sh", "submit_id_ood_eval_rl.sh"))
     if only_eval:  # evaluation is submitted for stage cells that are done
         plan = Plan(load_spec(spec), Options(work_root=tmp_path / "runs", repo_root=REPO), queue={})
         cell = plan.exp.stages["sft"][0]
