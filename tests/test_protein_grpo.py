@@ -28,8 +28,9 @@ from biopost.generate.sampling import SamplingConfig  # noqa: E402
 from biopost.model.bio_model import BioReasoningModel  # noqa: E402
 from biopost.rewards import get_reward, register_reward  # noqa: E402
 from biopost.tasks import get_task  # noqa: E402
-from biopost.train.grpo import (GRPOConfig, build_micro_batch, completion_logps, schedule_from_config,  # noqa: E402
-                                train_grpo, validate_config)
+from biopost.train.grpo import GRPOConfig, train_grpo, validate_config  # noqa: E402
+from biopost.train.grpo_policy import build_micro_batch, completion_logps  # noqa: E402
+from biopost.train.grpo_rollouts import schedule_from_config  # noqa: E402
 from biopost.train.log import read_log  # noqa: E402
 from biopost.train.sft import SFTConfig  # noqa: E402
 
