@@ -14,6 +14,7 @@ from biopost.encoders.cache import EmbeddingCache
 from biopost.metrics.classification import majority_rate
 from biopost.eval.metrics_file import read_metrics, read_predictions, recompute_from_predictions
 from biopost.generate import SamplingConfig, generate
+from biopost.model.batch import Batch
 from biopost.model.bio_model import BioReasoningModel
 from biopost.tasks import get_task
 from biopost.train.log import read_log
@@ -66,7 +67,8 @@ def test_kv_cache_logits_equal_full_recompute(trained):
     full_ids = torch.tensor([ex.input_ids + out.tokens])
     bio = {"dna": [cache.get(s) for _, s in ex.bio]}
     with torch.no_grad():
-        full = model(full_ids, torch.ones_like(full_ids), bio_features=bio)[0]
+        hidden = model(Batch(input_ids=full_ids, attention_mask=torch.ones_like(full_ids), bio_features=bio)).hidden
+        full = model.lm_head()(hidden).float()[0]
     n_prompt = len(ex.input_ids)
     for i, cached in enumerate(steps):
         assert torch.allclose(cached[0], full[n_prompt - 1 + i], atol=1e-4), f"step {i}"
