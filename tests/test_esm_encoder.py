@@ -114,7 +114,9 @@ def test_esm_backend_from_pretrained_by_path(tmp_path, arch):
 
 def _block_outputs(model, ids):
     outs = []
-    handles = [b.register_forward_hook(lambda m, i, o: outs.append(o)) for b in model.transformer.blocks]
+    # esm >= 3.4's blocks return (hidden, attention weights)
+    handles = [b.register_forward_hook(lambda m, i, o: outs.append(o[0] if isinstance(o, tuple) else o))
+               for b in model.transformer.blocks]
     try:
         with torch.no_grad():
             model(sequence_tokens=ids)
@@ -144,6 +146,30 @@ def test_esm_backend_pickled_state_dict_weights_only(tmp_path):
     torch.save({"x": Evil()}, d / "weights.pth")
     with pytest.raises(EsmLoadError, match="cannot read the weights"):
         build_encoder({"model_name": str(d), "layer": "-1", "backend": "esm"})
+
+
+def test_esm_c_weights_in_either_esm_layout_load(tmp_path):
+    """esm 3.4 re-implemented ESM C (EsmcForMaskedLM under the old ESMC name) with other tensor
+    names; the published .pth files and checkpoints written under 3.2 use the old ones. A state
+    dict in the *other* version's layout than the installed esm's loads and gives the same
+    embeddings (this runs under whichever esm is installed: 3.2.1 here, 3.4.x on the GPU image)."""
+    from bioreason_pro.esm_encoder import _esmc_rename, build_model, esmc_layout_for
+    config = {"arch": "esmc", "d_model": 32, "n_heads": 4, "n_layers": 2}
+    torch.manual_seed(0)
+    model = build_model(config)
+    native = model.state_dict()
+    installed_is_34 = any(k.startswith("esmc.") for k in native)
+    other = {_esmc_rename(k, to_34=not installed_is_34): v for k, v in native.items()}
+    assert set(other).isdisjoint(native)                            # really the other vocabulary
+    assert esmc_layout_for(model, other).keys() == native.keys()    # and back, name for name
+    same, foreign = tmp_path / "same", tmp_path / "foreign"
+    for d, state in ((same, native), (foreign, other)):
+        d.mkdir()
+        (d / "esm_config.json").write_text(json.dumps(config))
+        torch.save(state, d / "weights.pth")
+    a = build_encoder({"model_name": str(same), "layer": "-1", "backend": "esm"}).encode(SEQS)
+    b = build_encoder({"model_name": str(foreign), "layer": "-1", "backend": "esm"}).encode(SEQS)
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
 
 
 def test_esm_backend_named_errors(tmp_path):

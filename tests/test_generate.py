@@ -87,3 +87,38 @@ def test_the_hf_engine_is_the_loop(setup):
     from biopost.errors import NotRegisteredError
     with pytest.raises(NotRegisteredError, match="unknown generation engine 'vllm'; registered: hf"):
         ENGINES.get("vllm")
+
+
+# ------------------------------------------------------------------ the static engine (CPU fallback)
+
+@pytest.mark.parametrize("sampling", [SamplingConfig(max_new_tokens=40),
+                                      SamplingConfig(max_new_tokens=40, do_sample=True, temperature=0.9, top_k=50,
+                                                     top_p=0.95, seed=11)],
+                         ids=["greedy", "sampled"])
+def test_static_engine_gives_the_hf_engines_tokens(setup, sampling):
+    """Same prompts (left-padded, bio embeddings spliced), same tokens, greedy and sampled with one
+    seed: a static cache with a masked tail and an owned decode step change nothing. Two calls on
+    one engine reuse its bucket (the cache is reset between calls)."""
+    model, examples, emb = setup
+    hf = build_engine("hf", model, emb)
+    static = build_engine("static", model, emb, length_bucket=64)
+    want = hf.generate(examples, sampling)
+    for _ in range(2):
+        got = static.generate(examples, sampling)
+        assert [g.tokens for g in got] == [w.tokens for w in want]
+        assert [g.text for g in got] == [w.text for w in want]
+        assert [g.stopped for g in got] == [w.stopped for w in want]
+    assert len(static.buckets) == 1 and static.captures == 0   # no graphs on CPU
+    assert sum(len(w.tokens) for w in want) > 5 * len(want)     # real generations, not empty ones
+
+
+def test_static_engine_length_buckets_and_a_new_model_drop_its_state(setup):
+    model, examples, emb = setup
+    static = build_engine("static", model, emb, length_bucket=16)
+    static.generate(examples[:2], SamplingConfig(max_new_tokens=4))
+    static.generate(examples[:2], SamplingConfig(max_new_tokens=40))
+    assert len(static.buckets) == 2
+    static.sync_weights(model)          # the same module: buckets stay
+    assert len(static.buckets) == 2
+    static.sync_weights(BioReasoningModel.build(model.spec).eval())
+    assert static.buckets == {}

@@ -123,6 +123,45 @@ def load_state_dict_file(path: Path) -> dict:
     return state
 
 
+# ESM C's state-dict layout changed in esm 3.4 (a native EsmcForMaskedLM under the old ESMC name):
+# published .pth files and checkpoints written with esm 3.2 use the left names, 3.4 the right ones
+# (block b's parts; the last three rows take everything else under those roots).
+_ESMC_NAMES = [
+    ("attn.layernorm_qkv.0.weight", "attn.layernorm_qkv.layer_norm_weight"),
+    ("attn.layernorm_qkv.0.bias", "attn.layernorm_qkv.layer_norm_bias"),
+    ("attn.layernorm_qkv.1.weight", "attn.layernorm_qkv.weight"),
+    ("ffn.0.weight", "ffn.layer_norm_weight"),
+    ("ffn.0.bias", "ffn.layer_norm_bias"),
+    ("ffn.1.weight", "ffn.fc1_weight"),
+    ("ffn.3.weight", "ffn.fc2_weight"),
+]
+_ESMC_ROOTS = [("transformer.", "esmc.transformer."), ("embed.", "esmc.embed."), ("sequence_head.", "lm_head.")]
+
+
+def _esmc_rename(key: str, to_34: bool) -> str:
+    src_root, dst_root = (0, 1) if to_34 else (1, 0)
+    block = "transformer.blocks." if to_34 else "esmc.transformer.blocks."
+    if key.startswith(block):
+        number, _, rest = key[len(block):].partition(".")
+        for names in _ESMC_NAMES:
+            if rest == names[src_root]:
+                return ("esmc.transformer.blocks." if to_34 else "transformer.blocks.") + f"{number}.{names[dst_root]}"
+    for roots in _ESMC_ROOTS:
+        if key.startswith(roots[src_root]):
+            return roots[dst_root] + key[len(roots[src_root]):]
+    return key
+
+
+def esmc_layout_for(model: torch.nn.Module, state: dict) -> dict:
+    """`state` renamed to the ESM C layout `model` has (esm 3.2's or 3.4's), so a published weight
+    file or a checkpoint from either version loads into either; tensors are not touched."""
+    want_34 = any(k.startswith("esmc.") for k in model.state_dict())
+    have_34 = any(k.startswith("esmc.") for k in state)
+    if want_34 == have_34:
+        return state
+    return {_esmc_rename(k, want_34): v for k, v in state.items()}
+
+
 def save_pretrained(model: torch.nn.Module, config: dict, out_dir) -> Path:
     """Write `esm_config.json` + `model.safetensors`: a directory this backend loads by path."""
     from safetensors.torch import save_file
@@ -203,7 +242,8 @@ class EsmEncoder(Encoder):
         _require_esm()
         self.config, weights = resolve(model_name)
         model = build_model(self.config)
-        state = load_state_dict_file(weights)
+        state = esmc_layout_for(model, load_state_dict_file(weights)) if self.config.get("arch") == "esmc" else \
+            load_state_dict_file(weights)
         try:
             model.load_state_dict(state, strict=True)
         except RuntimeError as e:
@@ -246,7 +286,8 @@ class EsmEncoder(Encoder):
         target = (self.model.transformer.norm if self.block is None else self.model.transformer.blocks[self.block])
 
         def hook(_module, _inputs, output):
-            captured["h"] = output
+            # esm >= 3.4's blocks return (hidden, attention weights); 3.2's the hidden states
+            captured["h"] = output[0] if isinstance(output, tuple) else output
             raise _Stop
 
         handle = target.register_forward_hook(hook)

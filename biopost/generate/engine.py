@@ -57,11 +57,14 @@ class HFEngine:
 
 
 ENGINES.register("hf", HFEngine, help="transformers with a KV cache (reference; the CPU default)")
+ENGINES.register_lazy("static", "biopost.generate.static:StaticEngine",
+                      help="static KV cache per (batch, length) bucket; the decode step as a CUDA graph on GPU")
 
 
-def build_engine(name: str, model, embeddings, device=None, autocast_ctx=None) -> Engine:
-    """The registered engine `name` for `model` (unknown names list what is registered)."""
-    return ENGINES.get(name)(model, embeddings, device=device, autocast_ctx=autocast_ctx)
+def build_engine(name: str, model, embeddings, device=None, autocast_ctx=None, **options) -> Engine:
+    """The registered engine `name` for `model` (unknown names list what is registered); `options`
+    go to the engine's factory (e.g. the static engine's `length_bucket`)."""
+    return ENGINES.get(name)(model, embeddings, device=device, autocast_ctx=autocast_ctx, **options)
 
 
 def engine_names() -> list[str]:
