@@ -26,9 +26,9 @@ AXES = {"protein_sft_data_fraction", "protein_rl_data_fraction", "protein_rl_epo
 
 
 def default_specs(launcher: Path) -> list[str]:
-    """The spec paths a launcher submits when given none (its `specs=(...)` default list)."""
-    block = re.search(r"specs=\(\n(.*?)\n\)", launcher.read_text(), re.S).group(1)
-    return [line.strip() for line in block.splitlines() if line.strip()]
+    """The spec paths a launcher submits when given none (its `[ $# -gt 0 ] || set -- ...` list)."""
+    block = re.search(r"\|\| set -- \\\n(.*?)\nexec ", launcher.read_text(), re.S).group(1)
+    return [line.strip().rstrip("\\").strip() for line in block.splitlines() if line.strip()]
 
 
 def cells(spec_path, stage):

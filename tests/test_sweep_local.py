@@ -206,7 +206,7 @@ def test_launchers_dry_run_with_quoted_overrides(tmp_path, launcher):
 
 
 def test_launchers_use_no_eval():
-    for launcher in LAUNCHERS + ["scripts/local_slurm.sh"]:
+    for launcher in LAUNCHERS + ["scripts/local_slurm.sh", "scripts/submit_specs.sh"]:
         text = (REPO / launcher).read_text()
         assert not [line for line in text.splitlines() if line.strip().startswith("eval ") or " eval " in line
                     and not line.strip().startswith("#")], launcher

@@ -6,34 +6,15 @@
 #     BioReason-Pro/scripts/sweep_protein_grpo.sh [SPEC...]     (default: the specs listed below)
 # It submits array jobs itself (`biopost sweep submit`, idempotent). Do not sbatch this script.
 #
-# Environment:
-#   DRY_RUN=1            print the exact sbatch scripts (`biopost sweep plan --dry-run`), submit nothing
-#   PARTITION ACCOUNT TIME   override resources.partition / .account / .time of every job
-#   BIOPOST_WORK_ROOT    output tree (default ./runs); BIOPOST_CLUSTER_ENV (default ./cluster_env.sh)
-#   PYTHON               interpreter with bio-post installed (default: python3 on PATH after cluster_env.sh)
+# Environment (DRY_RUN, PARTITION, ACCOUNT, TIME, BIOPOST_WORK_ROOT, BIOPOST_CLUSTER_ENV, PYTHON):
+# see scripts/submit_specs.sh, which does the submitting.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-env_file=${BIOPOST_CLUSTER_ENV:-cluster_env.sh}
-# shellcheck disable=SC1090
-if [ -f "$env_file" ]; then . "$env_file"; fi
-
-specs=("$@")
-[ ${#specs[@]} -gt 0 ] || specs=(
-  sweeps/protein_rl_data_fraction.yaml
-  sweeps/protein_rl_epochs.yaml
-  sweeps/protein_rl_warm_start.yaml
-  sweeps/protein_kl_beta.yaml
-  sweeps/protein_data_budget.yaml
+[ $# -gt 0 ] || set -- \
+  sweeps/protein_rl_data_fraction.yaml \
+  sweeps/protein_rl_epochs.yaml \
+  sweeps/protein_rl_warm_start.yaml \
+  sweeps/protein_kl_beta.yaml \
+  sweeps/protein_data_budget.yaml \
   sweeps/protein_lora_rank.yaml
-)
-
-flags=()
-if [ -n "${PARTITION:-}" ]; then flags+=(--partition "$PARTITION"); fi
-if [ -n "${ACCOUNT:-}" ]; then flags+=(--account "$ACCOUNT"); fi
-if [ -n "${TIME:-}" ]; then flags+=(--time "$TIME"); fi
-if [ "${DRY_RUN:-0}" = 1 ]; then action=(plan --dry-run); else action=(submit); fi
-
-for spec in "${specs[@]}"; do
-  echo "== $spec" >&2
-  "${PYTHON:-python3}" -m biopost.cli sweep "${action[@]}" "$spec" ${flags[@]+"${flags[@]}"}
-done
+exec scripts/submit_specs.sh "$@"

@@ -114,13 +114,7 @@ def generate(model, examples, embeddings, cfg: SamplingConfig, device=None, auto
     finished = torch.zeros(B, dtype=torch.bool, device=device)
     produced: list[torch.Tensor] = []
     for _ in range(cfg.max_new_tokens):
-        logits[:, banned] = float("-inf")
-        if cfg.do_sample:
-            probs = filter_logits(logits, cfg.temperature, cfg.top_k, cfg.top_p).softmax(-1)
-            nxt = torch.multinomial(probs, 1, generator=gen).squeeze(-1)
-        else:
-            nxt = logits.argmax(-1)
-        nxt = torch.where(finished, torch.full_like(nxt, pad_id), nxt)
+        nxt = next_tokens(logits, cfg, banned, finished, pad_id, gen)
         produced.append(nxt)
         finished = finished | torch.isin(nxt, stops)
         # Asking the GPU whether all rows finished stalls the pipeline of queued kernels: ask
@@ -135,7 +129,27 @@ def generate(model, examples, embeddings, cfg: SamplingConfig, device=None, auto
             logits = head(out.last_hidden_state[:, -1]).float()
         next_pos = next_pos + 1
 
-    tokens = torch.stack(produced, dim=1).tolist() if produced else [[] for _ in range(B)]
+    return to_generations(produced, examples, stops, tok)
+
+
+def next_tokens(logits, cfg: SamplingConfig, banned, finished, pad_id: int, gen):
+    """One decode step's tokens, on the device: bio tokens banned (in place on `logits`), then
+    greedy or temperature / top-k / top-p sampling from `gen`; rows already finished get padding.
+    Shared by every engine, so on the same logits they draw the same tokens."""
+    logits[:, banned] = float("-inf")
+    if cfg.do_sample:
+        probs = filter_logits(logits, cfg.temperature, cfg.top_k, cfg.top_p).softmax(-1)
+        nxt = torch.multinomial(probs, 1, generator=gen).squeeze(-1)
+    else:
+        nxt = logits.argmax(-1)
+    return torch.where(finished, torch.full_like(nxt, pad_id), nxt)
+
+
+def to_generations(produced: list, examples, stops, tok) -> list[Generation]:
+    """The decoded completions of the first len(examples) rows: each cut after its first stop
+    token (kept in `tokens`, left out of `text`); one that never stopped is truncated."""
+    n = len(examples)
+    tokens = torch.stack(produced, dim=1)[:n].tolist() if produced else [[] for _ in range(n)]
     stop_set = set(stops.tolist())
     results = []
     for i, row in enumerate(tokens):

@@ -28,7 +28,7 @@ import math
 
 import torch
 
-from biopost.generate.sampling import (CHECK_EVERY, Generation, _cache_kwarg, filter_logits, stop_token_ids)
+from biopost.generate.sampling import CHECK_EVERY, _cache_kwarg, next_tokens, stop_token_ids, to_generations
 
 LENGTH_BUCKET = 256   # cache lengths are rounded up to a multiple of this (one graph per bucket)
 
@@ -169,14 +169,8 @@ class StaticEngine:
         finished = torch.zeros(B, dtype=torch.bool, device=device)
         produced: list[torch.Tensor] = []
         for t in range(cfg.max_new_tokens):
-            logits = logits.clone()
-            logits[:, banned] = float("-inf")
-            if cfg.do_sample:
-                probs = filter_logits(logits, cfg.temperature, cfg.top_k, cfg.top_p).softmax(-1)
-                nxt = torch.multinomial(probs, 1, generator=gen).squeeze(-1)
-            else:
-                nxt = logits.argmax(-1)
-            nxt = torch.where(finished, torch.full_like(nxt, pad_id), nxt)
+            # a copy: the graph's output buffer is overwritten by the next replay
+            nxt = next_tokens(logits.clone(), cfg, banned, finished, pad_id, gen)
             produced.append(nxt)
             finished = finished | torch.isin(nxt, stops)
             if len(produced) % CHECK_EVERY == 0 and bool(finished[:n].all()):
@@ -187,17 +181,4 @@ class StaticEngine:
             logits = self._step(b, nxt, next_pos, P + t)
             next_pos = next_pos + 1
 
-        tokens = torch.stack(produced, dim=1)[:n].tolist() if produced else [[] for _ in range(n)]
-        stop_set = set(stops.tolist())
-        results = []
-        for i, row in enumerate(tokens):
-            completion, stopped = [], False
-            for t in row:
-                completion.append(t)
-                if t in stop_set:
-                    stopped = True
-                    break
-            body = completion[:-1] if stopped else completion
-            results.append(Generation(tokens=completion, text=tok.decode(body, skip_special_tokens=False),
-                                      stopped=stopped, prompt_length=len(examples[i].input_ids)))
-        return results
+        return to_generations(produced, examples, stops, tok)
