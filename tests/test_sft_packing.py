@@ -231,6 +231,9 @@ def test_the_schedule_counts_each_epochs_own_packing(capsys):
     assert total == 63 != 3 * per_epoch[0]
     assert "optimizer steps per epoch [22, 21, 20]" in capsys.readouterr().err
     assert plan_steps(SimpleNamespace(**dict(vars(cfg), max_steps=5)), lengths)[1] == 5
+    plan_steps(SimpleNamespace(**dict(vars(cfg), tokens_per_micro_batch=25)), lengths)
+    n_over = sum(n > 25 for n in lengths)
+    assert n_over and f"{n_over} rows are longer than --tokens_per_micro_batch 25" in capsys.readouterr().err
     unpacked = SimpleNamespace(**dict(vars(cfg), tokens_per_micro_batch=0, gradient_accumulation_steps=3))
     assert plan_steps(unpacked, lengths) == ([4, 4, 4], 12)      # ceil(ceil(40 / 4) / 3), as before packing
 

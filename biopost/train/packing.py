@@ -4,9 +4,13 @@ Padding to the longest row of a micro-batch wasted a quarter of the GPU's positi
 section 10). With `--tokens_per_micro_batch N` the epoch's order (recipe.epoch_order, as without
 packing) is cut greedily into micro-batches of at most N tokens; each becomes one packed row
 (examples.collate_packed: documents back to back, position ids restarting, cu_seqlens for the
-document mask), so no position is padding. Only token counts go in, so packing every epoch up
-front to count the optimizer steps for the schedule costs milliseconds, and a resumed run
-recomputes the same plan from (seed, epoch) instead of saving it.
+document mask), so no position is padding. One row rather than a few: several packed rows would be
+padded to the longest of them again, and one flat row with cu_seqlens is what variable-length
+attention kernels (flash-attn varlen, flex attention's document mask) take as it is; the budget
+bounds the micro-batch's memory however many documents it holds. (On CPU the document mask is a
+dense (T, T) boolean through SDPA: fine at test sizes, quadratic in the budget.) Only token counts
+go in, so packing every epoch up front to count the optimizer steps for the schedule costs
+milliseconds, and a resumed run recomputes the same plan from (seed, epoch) instead of saving it.
 
 Ranks: one global packing, then `shard` deals it out so that every rank runs the same number of
 micro-batches in every optimizer step (a rank with one fewer would hang DDP's all-reduce).
@@ -14,18 +18,16 @@ micro-batches in every optimizer step (a rank with one fewer would hang DDP's al
 from __future__ import annotations
 
 import math
-from typing import Callable, Optional
 
 from biopost.train.recipe import epoch_order
 
 
-def pack(order: list[int], lengths: list[int], budget: int,
-         on_oversize: Optional[Callable[[int, int], None]] = None) -> list[list[int]]:
+def pack(order: list[int], lengths: list[int], budget: int) -> list[list[int]]:
     """Rows of `order` packed greedily, in that order, into micro-batches of at most `budget`
     tokens. A row longer than the budget gets a micro-batch of its own (it is never truncated:
-    truncation is --max_length_text's job, and a silent cut would change what is supervised);
-    `on_oversize(row, length)` hears of each. Order is kept, so the data order of a packed epoch is
-    the unpacked one's."""
+    truncation is --max_length_text's job, and a silent cut would change what is supervised; SFT
+    logs how many there are). Order is kept, so the data order of a packed epoch is the unpacked
+    one's."""
     if budget < 1:
         raise ValueError(f"token budget must be >= 1, got {budget}")
     batches: list[list[int]] = []
@@ -34,8 +36,6 @@ def pack(order: list[int], lengths: list[int], budget: int,
     for i in order:
         n = lengths[i]
         if n > budget:
-            if on_oversize is not None:
-                on_oversize(i, n)
             if current:
                 batches.append(current)
             batches.append([i])
@@ -51,10 +51,9 @@ def pack(order: list[int], lengths: list[int], budget: int,
     return batches
 
 
-def packed_epoch(lengths: list[int], budget: int, seed: int, epoch: int,
-                 on_oversize: Optional[Callable[[int, int], None]] = None) -> list[list[int]]:
+def packed_epoch(lengths: list[int], budget: int, seed: int, epoch: int) -> list[list[int]]:
     """The micro-batches of epoch `epoch`: a deterministic function of (lengths, budget, seed, epoch)."""
-    return pack(epoch_order(len(lengths), seed, epoch), lengths, budget, on_oversize)
+    return pack(epoch_order(len(lengths), seed, epoch), lengths, budget)
 
 
 def steps_per_packed_epoch(lengths: list[int], budget: int, seed: int, epochs: int, accum: int) -> list[int]:
