@@ -2,7 +2,8 @@
 
 `load_task_data` reads and validates the splits a stage needs; `encode_training_example`
 and `encode_prompt` turn a row into token ids (with labels for training); `collate` pads a
-batch and gathers the cached encoder outputs for its bio items.
+batch and gathers the cached encoder outputs for its bio items; `collate_packed` lays training
+examples back to back in one row instead (SFT's --tokens_per_micro_batch).
 """
 from __future__ import annotations
 
@@ -143,3 +144,24 @@ def collate(examples: list[Example], pad_token_id: int, embeddings, left_pad: bo
     if any(e.labels is not None for e in examples):
         batch["labels"] = labels.to(device)
     return batch
+
+
+def collate_packed(examples: list[Example], embeddings, device="cpu") -> dict:
+    """One packed row (B = 1): the examples back to back with no padding, position ids restarting
+    at 0 for each, and cu_seqlens (1, D + 1) marking where each starts, so that the model's document
+    mask keeps them from attending to each other and no loss falls on a boundary. Labels (the
+    assistant-only mask) are each example's own, unchanged. The bio embeddings come in the order of
+    their pad slots, as `collate`'s do."""
+    if any(e.labels is None for e in examples):
+        raise ValueError("collate_packed packs training examples: every example needs labels")
+    lengths = [len(e.input_ids) for e in examples]
+    ids = torch.tensor([t for e in examples for t in e.input_ids], dtype=torch.long).unsqueeze(0)
+    labels = torch.tensor([t for e in examples for t in e.labels], dtype=torch.long).unsqueeze(0)
+    positions = torch.cat([torch.arange(n) for n in lengths]).unsqueeze(0)
+    cu = torch.tensor([0] + lengths, dtype=torch.long).cumsum(0).unsqueeze(0)
+    bio: dict[str, list[torch.Tensor]] = {}
+    for e in examples:
+        for modality, seq in e.bio:
+            bio.setdefault(modality, []).append(embeddings(modality, seq))
+    return {"input_ids": ids.to(device), "labels": labels.to(device), "position_ids": positions.to(device),
+            "cu_seqlens": cu.to(device), "bio_features": bio}

@@ -21,12 +21,12 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F_
 from safetensors.torch import load_file, save_file
 
 from biopost.data.chat import IGNORE_INDEX
 from biopost.errors import CheckpointError, MissingCheckpointError, ModelLoadError
 from biopost.model.batch import Batch, ForwardOutput, document_mask
+from biopost.model.linear_ce import LOSS_CHUNK_TOKENS, linear_cross_entropy_sum
 
 DEFAULT_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 MODEL_CONFIG = "model_config.json"
@@ -114,6 +114,10 @@ def _flat(bio_tokens: dict) -> list[str]:
 
 
 class BioReasoningModel(nn.Module):
+    # supervised positions beyond which forward's head + cross-entropy runs in checkpointed chunks
+    # (0 = never); a run-time setting (SFT's --loss_chunk_tokens), not part of the saved model
+    loss_chunk_tokens: int = LOSS_CHUNK_TOKENS
+
     def __init__(self, spec: ModelSpec, llm, tokenizer, encoders: dict, projectors: nn.ModuleDict,
                  new_token_ids: list[int], new_token_embeddings: torch.Tensor):
         super().__init__()
@@ -360,7 +364,9 @@ class BioReasoningModel(nn.Module):
         """The one training entry point (SFT, CPT, GRPO's policy / old / reference passes): hidden
         states, and with `batch.labels` the summed cross-entropy over supervised positions. Logits
         are computed for supervised positions only: a 150k vocabulary makes full logits the largest
-        tensor of the step. GRPO applies the head itself, in chunks, to completion positions."""
+        tensor of the step; past `loss_chunk_tokens` of them, in checkpointed chunks (or liger-kernel's
+        fused op on CUDA): biopost.model.linear_ce. GRPO applies the head itself, in chunks, to
+        completion positions."""
         embeds = self.embed(batch.input_ids, batch.bio_features)
         attention = batch.attention_mask
         if batch.cu_seqlens is not None:
@@ -380,9 +386,8 @@ class BioReasoningModel(nn.Module):
         n = int(sel.sum())
         if n == 0:
             return ForwardOutput(hidden=hidden, loss_sum=hidden.sum() * 0.0, n_tokens=0)
-        logits = self.lm_head()(hidden[:, :-1][sel]).float()
-        return ForwardOutput(hidden=hidden, loss_sum=F_.cross_entropy(logits, targets[sel], reduction="sum"),
-                             n_tokens=n)
+        loss_sum = linear_cross_entropy_sum(self.lm_head(), hidden[:, :-1][sel], targets[sel], self.loss_chunk_tokens)
+        return ForwardOutput(hidden=hidden, loss_sum=loss_sum, n_tokens=n)
 
     def trainable_parameters(self):
         return [p for p in self.parameters() if p.requires_grad]

@@ -63,7 +63,15 @@ class SFTConfig:
     min_lr_ratio: float = F(0.0, "final learning rate as a fraction of the peak")
     num_train_epochs: int = F(1, "epochs over the training data")
     max_steps: int = F(-1, "stop after this many optimizer steps (overrides epochs when > 0)")
-    per_device_train_batch_size: int = F(1, "examples per micro-batch")
+    per_device_train_batch_size: int = F(1, "examples per micro-batch (padded to the longest; unused when "
+                                            "--tokens_per_micro_batch packs)")
+    tokens_per_micro_batch: int = F(0, "pack each epoch's rows, in its order, into micro-batches of at most N "
+                                       "tokens, one row each with no padding and no attention across documents "
+                                       "(a longer row gets its own); 0 = off: --per_device_train_batch_size "
+                                       "padded rows")
+    loss_chunk_tokens: int = F(8192, "supervised positions per chunk of the LM head + cross-entropy, recomputed "
+                                     "in the backward pass so no full-vocabulary logits of a large micro-batch "
+                                     "stay alive (fewer positions: one plain pass; 0 = never chunk)")
     gradient_accumulation_steps: int = F(8, "micro-batches per optimizer step")
     gradient_checkpointing: bool = F(False, "recompute activations in the backward pass to save memory")
     bf16: bool = F(True, "bf16 autocast and bf16 frozen base weights on GPU (CPU always runs fp32)")
@@ -99,6 +107,8 @@ def validate_config(cfg) -> None:
         problems.append(f"train_data_fraction must be in (0, 1], got {cfg.train_data_fraction}")
     if cfg.lora_rank < 0:
         problems.append("lora_rank must be >= 0")
+    if cfg.tokens_per_micro_batch < 0 or cfg.loss_chunk_tokens < 0:
+        problems.append("tokens_per_micro_batch and loss_chunk_tokens must be >= 0 (0 = off)")
     # step counts are divisors in the loop (step % N): 0 would fail only after the model loaded
     for name in ("save_steps", "logging_steps"):
         if getattr(cfg, name) < 1:
@@ -118,6 +128,36 @@ def micro_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[list[i
 
 def steps_per_epoch(n: int, batch_size: int, accum: int) -> int:
     return math.ceil(math.ceil(n / batch_size) / accum)
+
+
+def epoch_batches(cfg, lengths: list[int], epoch: int) -> list[list[int]]:
+    """The micro-batches (lists of example indices) of epoch `epoch`: packed to
+    --tokens_per_micro_batch tokens, or --per_device_train_batch_size rows as without packing."""
+    if cfg.tokens_per_micro_batch > 0:
+        from biopost.train.packing import packed_epoch
+        return packed_epoch(lengths, cfg.tokens_per_micro_batch, cfg.seed, epoch)
+    return micro_batches(len(lengths), cfg.per_device_train_batch_size, cfg.seed, epoch)
+
+
+def plan_steps(cfg, lengths: list[int]) -> tuple[list[int], int]:
+    """(optimizer steps of each epoch, total steps for the schedule), before training. Packed
+    epochs differ (each packs its own order), so every epoch is packed here, from token counts
+    only, and the total is their sum; --max_steps overrides it (past the last planned epoch the
+    loop packs further epochs as it reaches them)."""
+    accum, budget, epochs = cfg.gradient_accumulation_steps, cfg.tokens_per_micro_batch, max(cfg.num_train_epochs, 1)
+    if budget > 0:
+        from biopost.train.packing import steps_per_packed_epoch
+        per_epoch = steps_per_packed_epoch(lengths, budget, cfg.seed, epochs, accum)
+        oversize = [n for n in lengths if n > budget]
+        n_micro = len(epoch_batches(cfg, lengths, 0))
+        log(f"[sft] packing into micro-batches of <= {budget} tokens: epoch 0 has {n_micro} micro-batches "
+            f"({sum(lengths) / (n_micro * budget):.1%} of the budget used); optimizer steps per epoch {per_epoch}")
+        if oversize:
+            log(f"[sft] {len(oversize)} rows are longer than --tokens_per_micro_batch {budget} (up to "
+                f"{max(oversize)} tokens): each gets a micro-batch of its own, untruncated")
+    else:
+        per_epoch = [steps_per_epoch(len(lengths), cfg.per_device_train_batch_size, accum)] * epochs
+    return per_epoch, cfg.max_steps if cfg.max_steps > 0 else sum(per_epoch[:cfg.num_train_epochs])
 
 
 
@@ -184,13 +224,13 @@ def train_sft(cfg: SFTConfig) -> int:
         return caches[modality].get(seq)
 
     # ---------------------------------------------------------------- optimizer and schedule
-    n = len(examples)
-    bs, accum = cfg.per_device_train_batch_size, cfg.gradient_accumulation_steps
-    per_epoch = steps_per_epoch(n, bs, accum)
-    total_steps = cfg.max_steps if cfg.max_steps > 0 else per_epoch * cfg.num_train_epochs
+    lengths = [len(ex.input_ids) for ex in examples]
+    accum, packed = cfg.gradient_accumulation_steps, cfg.tokens_per_micro_batch > 0
+    per_epoch, total_steps = plan_steps(cfg, lengths)
+    model.loss_chunk_tokens = cfg.loss_chunk_tokens
     params = model.trainable_parameters()
     optimizer, scheduler = recipe.make_optimizer(params, cfg, total_steps)
-    log(f"[sft] {n} examples, {per_epoch} optimizer steps per epoch, {total_steps} in total; "
+    log(f"[sft] {len(examples)} examples, {per_epoch[0]} optimizer steps per epoch, {total_steps} in total; "
         f"{sum(p.numel() for p in params):,} trainable parameters; device {device}")
 
     step, epoch, micro = 0, 0, 0
@@ -215,7 +255,7 @@ def train_sft(cfg: SFTConfig) -> int:
     # ---------------------------------------------------------------- the loop
     bar = tqdm(total=total_steps, initial=step, desc="sft", unit="step", dynamic_ncols=True,
                mininterval=1.0 if sys.stderr.isatty() else 30.0)
-    batches = micro_batches(n, bs, cfg.seed, epoch)
+    batches = epoch_batches(cfg, lengths, epoch)
     exit_code = 0
     last_saved = step if resume_from is not None else -1
     while step < total_steps:
@@ -224,7 +264,7 @@ def train_sft(cfg: SFTConfig) -> int:
         n_tokens = sum(sup_tokens[i] for mb in group for i in mb)
         loss_total = 0.0
         for mb in group:
-            batch = collate_batch([examples[i] for i in mb], model, embeddings, device)
+            batch = collate_batch([examples[i] for i in mb], model, embeddings, device, packed)
             with autocast(device, cfg.bf16):
                 loss_sum = model(Batch(**batch)).loss_sum
             (loss_sum / max(n_tokens, 1)).backward()
@@ -235,7 +275,7 @@ def train_sft(cfg: SFTConfig) -> int:
         epoch_done = micro >= len(batches)
         if epoch_done:
             epoch, micro = epoch + 1, 0
-            batches = micro_batches(n, bs, cfg.seed, epoch)
+            batches = epoch_batches(cfg, lengths, epoch)
         dt = time.perf_counter() - t0
         loss = loss_total / max(n_tokens, 1)
         bar.update(1)
@@ -270,8 +310,11 @@ def train_sft(cfg: SFTConfig) -> int:
     return exit_code
 
 
-def collate_batch(examples, model, embeddings, device):
-    from biopost.data.examples import collate
+def collate_batch(examples, model, embeddings, device, packed: bool = False):
+    """A padded batch of rows, or (packed) one row of documents back to back."""
+    from biopost.data.examples import collate, collate_packed
+    if packed:
+        return collate_packed(examples, embeddings, device=device)
     return collate(examples, model.tokenizer.pad_token_id, embeddings, device=device)
 
 
