@@ -32,7 +32,7 @@ def main(argv=None) -> int:
     p.add_argument("--batch_size", type=int, default=8)
     p.add_argument("--max_length_dna", type=int, default=0, help="centre-crop longer sequences (0 = off)")
     p.add_argument("--device", default="auto")
-    p.add_argument("--engine", default="hf", help="generation engine (registered: hf)")
+    p.add_argument("--engine", default="auto", help="generation engine: auto (static on CUDA, hf on CPU), static or hf")
     p.add_argument("--trust_remote_code", action="store_true",
                    help="allow a checkpoint whose models ship their own code (only one you trust)")
     args = p.parse_args(argv)

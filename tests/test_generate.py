@@ -85,7 +85,7 @@ def test_the_hf_engine_is_the_loop(setup):
     engine.sync_weights(model)
     assert engine.model is model
     from biopost.errors import NotRegisteredError
-    with pytest.raises(NotRegisteredError, match="unknown generation engine 'vllm'; registered: hf"):
+    with pytest.raises(NotRegisteredError, match="unknown generation engine .vllm.; registered: auto, hf, static"):
         ENGINES.get("vllm")
 
 
@@ -122,3 +122,13 @@ def test_static_engine_length_buckets_and_a_new_model_drop_its_state(setup):
     assert len(static.buckets) == 2
     static.sync_weights(BioReasoningModel.build(model.spec).eval())
     assert static.buckets == {}
+
+
+def test_auto_is_hf_on_cpu(setup):
+    """The default engine everywhere is `auto`: the static engine on CUDA, the reference on CPU."""
+    from biopost.generate.engine import HFEngine
+    from biopost.train.grpo import GRPOConfig
+    from biopost.train.sft import SFTConfig
+    model, examples, emb = setup
+    assert isinstance(build_engine("auto", model, emb, device="cpu"), HFEngine)
+    assert GRPOConfig().engine == SFTConfig().engine == "auto"

@@ -41,7 +41,7 @@ class EvalConfig:
     seed: int = F(0, "sampling seed; also the bootstrap seed")
     num_samples: int = F(1, "answers sampled per example; k >= 2 implies sampling and needs a task with scored "
                             "metrics (go: each term scored by its frequency over the k answers -> Fmax)")
-    engine: str = F("hf", "generation engine (registered: hf = transformers + KV cache)")
+    engine: str = F("auto", "generation engine: auto (static on CUDA, hf on CPU), static (static KV cache, CUDA graphs) or hf (transformers + KV cache, the reference)")
     data_path: Optional[str] = F(None, "override the data path recorded in the run's config.yaml")
     task: Optional[str] = F(None, "override the task recorded in the run's config.yaml")
     output_dir: Optional[str] = F(None, "write eval/ here instead of under --run_dir")

@@ -11,7 +11,9 @@ callers never pass it per call. Consumers never branch on the engine's type.
 
 Engines register by name in `ENGINES`: a factory `(model, embeddings, device=None,
 autocast_ctx=None) -> Engine`. Built in: `hf`, transformers' model with a KV cache
-(biopost.generate.sampling), the reference implementation and the CPU default. A vLLM engine
+(biopost.generate.sampling), the reference implementation and the CPU default; `static`
+(biopost.generate.static), a static KV cache with the decode step replayed as a CUDA graph; and
+`auto`, the default everywhere: `static` on CUDA, `hf` on CPU. A vLLM engine
 would plug in the same way (see docs/adding_a_modality.md, "Engines"): its `sync_weights` pushes
 the updated (merged) weights to the server, its `generate` sends `prompt_embeds` with the bio
 embeddings spliced in.
@@ -59,6 +61,17 @@ class HFEngine:
 ENGINES.register("hf", HFEngine, help="transformers with a KV cache (reference; the CPU default)")
 ENGINES.register_lazy("static", "biopost.generate.static:StaticEngine",
                       help="static KV cache per (batch, length) bucket; the decode step as a CUDA graph on GPU")
+
+
+def _auto(model, embeddings, device=None, autocast_ctx=None, **options):
+    """`static` on CUDA (its decode step replayed as a CUDA graph), `hf` elsewhere (the reference)."""
+    import torch
+    where = torch.device(device) if device is not None else next(model.parameters()).device
+    name = "static" if where.type == "cuda" else "hf"
+    return ENGINES.get(name)(model, embeddings, device=device, autocast_ctx=autocast_ctx, **options)
+
+
+ENGINES.register("auto", _auto, help="the default: static on CUDA, hf on CPU")
 
 
 def build_engine(name: str, model, embeddings, device=None, autocast_ctx=None, **options) -> Engine:

@@ -55,7 +55,7 @@ class ProbeMonitor:
         if monitor.engine is None:
             from biopost.eval.run import cache_lookup
             from biopost.generate.engine import build_engine
-            monitor.engine = build_engine(getattr(cfg, "engine", "hf"), model, cache_lookup(caches),
+            monitor.engine = build_engine(getattr(cfg, "engine", "auto"), model, cache_lookup(caches),
                                           device=monitor.device)
         monitor.best = state.get("best")
         monitor.best_step = state.get("best_step")

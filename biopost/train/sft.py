@@ -87,7 +87,7 @@ class SFTConfig:
     stop_on_ood_peak: int = F(0, "stop once OOD-val has not improved for N evaluations (0 = off)")
     max_new_tokens: int = F(256, "generation budget of the monitor's probe evaluations")
     eval_batch_size: int = F(8, "batch size of probe evaluations")
-    engine: str = F("hf", "generation engine of the probe evaluations (registered: hf)")
+    engine: str = F("auto", "generation engine of the probe evaluations: auto (static on CUDA, hf on CPU), static or hf")
     # encoder
     encoder_batch_size: int = F(16, "sequences per encoder forward pass when filling the embedding cache")
     cache_dir: Optional[str] = F(None, "embedding cache root (default: $BIOPOST_CACHE_DIR)")
