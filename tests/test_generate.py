@@ -118,6 +118,11 @@ def test_static_engine_length_buckets_and_a_new_model_drop_its_state(setup):
     static.generate(examples[:2], SamplingConfig(max_new_tokens=4))
     static.generate(examples[:2], SamplingConfig(max_new_tokens=40))
     assert len(static.buckets) == 2
+    first, second = list(static.buckets)
+    static.generate(examples[:2], SamplingConfig(max_new_tokens=4))          # reuses, now most recent
+    assert list(static.buckets) == [second, first]
+    static.generate(examples[:2], SamplingConfig(max_new_tokens=100))        # a third: the oldest goes
+    assert len(static.buckets) == 2 and second not in static.buckets
     static.sync_weights(model)          # the same module: buckets stay
     assert len(static.buckets) == 2
     static.sync_weights(BioReasoningModel.build(model.spec).eval())

@@ -59,13 +59,15 @@ class StaticEngine:
     name = "static"
 
     def __init__(self, model, embeddings, device=None, autocast_ctx=None, graphs: bool | None = None,
-                 length_bucket: int = LENGTH_BUCKET):
+                 length_bucket: int = LENGTH_BUCKET, max_buckets: int = 2):
         self.model = model
         self.embeddings = embeddings
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
         self.autocast_ctx = autocast_ctx
         self.graphs = self.device.type == "cuda" if graphs is None else graphs
         self.length_bucket = length_bucket
+        # a bucket holds a whole KV cache (rows x slots x layers): keep the most recent few only
+        self.max_buckets = max_buckets
         self.buckets: dict[tuple[int, int], _Bucket] = {}
         self.captures = 0      # graphs captured so far (a test and the benchmark read it)
 
@@ -139,9 +141,12 @@ class StaticEngine:
         ids, mask2d = batch["input_ids"], batch["attention_mask"]
         B, P = ids.shape
         length = self.length_bucket * math.ceil((P + cfg.max_new_tokens) / self.length_bucket)
-        b = self.buckets.get((B, length))
+        b = self.buckets.pop((B, length), None)
         if b is None:
-            b = self.buckets[(B, length)] = _Bucket(model.base_llm().model, B, length, device)
+            while len(self.buckets) >= self.max_buckets:
+                self.buckets.pop(next(iter(self.buckets)))    # the least recently used
+            b = _Bucket(model.base_llm().model, B, length, device)
+        self.buckets[(B, length)] = b                          # now the most recently used
         b.cache.reset()
         b.mask.zero_()
         b.mask[:, 0, 0, :P] = mask2d.bool()
