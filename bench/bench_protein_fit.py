@@ -199,6 +199,7 @@ def main():
     p.add_argument("--protein_length", type=int, default=400)
     p.add_argument("--cap_gib", type=float, default=80.0)
     p.add_argument("--deadline_s", type=float, default=480, help="start no fit point after this many seconds")
+    p.add_argument("--points", default="", help="only these fit points, 'GxLENGTH,...' (one group per micro-batch)")
     p.add_argument("--skip", default="", help="comma list of parts to skip: esm,sft,real,fit")
     args = p.parse_args()
     skip = set(args.skip.split(","))
@@ -230,7 +231,11 @@ def main():
     if "real" not in skip:   # one real rollout: the hf engine, warm start from the SFT LoRA
         grpo_point(work, qwen, esm_dir, data, args.out, batch=8, G=8, length=128, engine="hf", steps=1,
                    sft_run=sft_run)
-    if "fit" not in skip:
+    if args.points:   # explicit fit points "GxLENGTH,...", e.g. to find the first failure
+        for point in args.points.split(","):
+            G, length = (int(x) for x in point.lower().split("x"))
+            grpo_point(work, qwen, esm_dir, data, args.out, batch=G, G=G, length=length)
+    elif "fit" not in skip:
         # one group (G completions) per micro-batch; per length, G grows until the first failure
         for length in (1024, 2048):
             for G in (8, 16, 24, 32, 48):
