@@ -29,13 +29,26 @@ def exit_code_of(failure_codes: list[int]) -> int:
     return positive[0] if positive else 1
 
 
-def main(argv=None) -> int:
+def with_forwarded_signals(argv: list[str], option_names) -> list[str]:
+    """torchrun's argv with SIGUSR1 among the signals it forwards, unless the caller chose them.
+    torch >= 2.8 takes --signals-to-handle (and sets the variable from it, so the variable alone is
+    overwritten); older versions read TORCHELASTIC_SIGNALS_TO_HANDLE only."""
+    if any(a.split("=")[0] in ("--signals-to-handle", "--signals_to_handle") for a in argv):
+        return argv
     os.environ.setdefault("TORCHELASTIC_SIGNALS_TO_HANDLE", FORWARDED)
+    if "--signals-to-handle" in option_names:
+        return ["--signals-to-handle", os.environ["TORCHELASTIC_SIGNALS_TO_HANDLE"], *argv]
+    return argv
+
+
+def main(argv=None) -> int:
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
-    from torch.distributed.run import parse_args, run
+    from torch.distributed.run import get_args_parser, run
+    parser = get_args_parser()
+    argv = with_forwarded_signals(list(sys.argv[1:] if argv is None else argv), parser._option_string_actions)
     try:
-        run(parse_args(argv))
+        run(parser.parse_args(argv))
     except ChildFailedError as e:
         codes = [f.exitcode for f in e.failures.values()]
         code = exit_code_of(codes)

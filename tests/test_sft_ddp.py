@@ -130,9 +130,10 @@ def test_only_rank_zero_writes_and_each_sequence_is_encoded_once(runs):
 
 # ---------------------------------------------------------------- (b) signal, checkpoint once, resume with 2 and 1
 
-def _interrupt(args, out):
-    """Start a 2-process run, SIGTERM the launcher's process group (as SLURM would) once step 2 is
-    logged; (exit code, stderr)."""
+def _interrupt(args, out, sig=signal.SIGTERM):
+    """Start a 2-process run, signal the launcher's process group (as SLURM would) once step 2 is
+    logged; (exit code, stderr). The workers run in sessions of their own: the signal reaches them
+    only through the launcher."""
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     proc = subprocess.Popen([*LAUNCH, *map(str, args)], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
@@ -142,7 +143,7 @@ def _interrupt(args, out):
         if log.exists() and any(e.get("step", 0) >= 2 for e in read_log(log)):
             break
         time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGTERM)
+    os.killpg(proc.pid, sig)
     _, err = proc.communicate(timeout=240)
     return proc.returncode, err
 
@@ -154,7 +155,7 @@ def test_sigterm_checkpoints_once_exits_75_and_resumes_under_two_and_one_process
     state = json.loads((interrupted / "checkpoints/last/trainer_state.json").read_text())
     stop_step = state["step"]
     assert 2 <= stop_step < MAX_STEPS and state["world_size"] == 2
-    assert err.count("received a stop signal") == 1 and f"checkpointed step {stop_step}/" in err
+    assert err.count("received a stop signal (rank 0: SIGTERM)") == 1 and f"checkpointed step {stop_step}/" in err
     saved = sorted(p.name for p in (interrupted / "checkpoints").iterdir() if not p.is_symlink())
     # saves every 4 steps and at the epoch end (step 6), plus the stop's; the newest 2 are kept
     expected = sorted(f"step-{s:08d}" for s in range(1, stop_step + 1) if s % 4 == 0 or s in (6, stop_step))
@@ -179,13 +180,14 @@ def test_sigterm_checkpoints_once_exits_75_and_resumes_under_two_and_one_process
 
 
 def test_two_process_resume_with_lora_dropout_is_bit_identical(synth_data, tmp_path):
-    """Each rank draws its own dropout masks: a checkpoint keeps every rank's random state."""
+    """Each rank draws its own dropout masks: a checkpoint keeps every rank's random state. The stop
+    here is SIGUSR1 (SLURM's warning before the time limit), which plain torchrun would die of."""
     straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
     r = _launch(LAUNCH, _args(synth_data, straight, 2, "--lora_dropout", "0.1"))
     assert r.returncode == 0, r.stderr[-3000:]
-    code, err = _interrupt(_args(synth_data, interrupted, 2, "--lora_dropout", "0.1"), interrupted)
+    code, err = _interrupt(_args(synth_data, interrupted, 2, "--lora_dropout", "0.1"), interrupted, signal.SIGUSR1)
     assert code == REQUEUE_EXIT_CODE, err[-3000:]
-    assert (interrupted / "checkpoints/last/rng-rank1.pt").is_file()
+    assert "stop signal (rank 0: SIGUSR1)" in err and (interrupted / "checkpoints/last/rng-rank1.pt").is_file()
     r = _launch(LAUNCH, _args(synth_data, interrupted, 2, "--lora_dropout", "0.1"))
     assert r.returncode == 0, r.stderr[-3000:]
     a, b = _trained(straight), _trained(interrupted)

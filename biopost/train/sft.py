@@ -16,6 +16,7 @@ directory; every rank loads.
 from __future__ import annotations
 
 import math
+import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -388,8 +389,9 @@ def _train_sft(cfg: SFTConfig, stop, rank) -> int:
         if distributed.any_rank(bool(stop)) and step < total_steps:
             if last_saved != step:
                 save(step)
-            log(f"[sft] received a stop signal (SIGTERM / SIGUSR1; here: {stop.requested}): checkpointed step "
-                f"{step}/{total_steps}, exiting with {REQUEUE_EXIT_CODE} (requeue)")
+            got = signal.Signals(stop.requested).name if stop else "none, another rank's"
+            log(f"[sft] received a stop signal (rank 0: {got}): checkpointed step {step}/{total_steps}, "
+                f"exiting with {REQUEUE_EXIT_CODE} (requeue)")
             exit_code = REQUEUE_EXIT_CODE
             break
     bar.close()
