@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from safetensors import safe_open
 from safetensors.torch import load_file
 
@@ -98,14 +99,25 @@ def runs(tmp_path_factory, synth_data):
 
 def test_two_processes_equal_one_with_doubled_accumulation(runs):
     _compare(runs["one"], runs["two"], "2 proc vs 1 proc")
-    cfg = __import__("yaml").safe_load((runs["two"] / "config.yaml").read_text())
+    cfg = yaml.safe_load((runs["two"] / "config.yaml").read_text())
     assert cfg["world_size"] == 2 and cfg["micro_batches_per_step"] == 4 and cfg["global_batch_size"] == 16
-    one_cfg = __import__("yaml").safe_load((runs["one"] / "config.yaml").read_text())
+    one_cfg = yaml.safe_load((runs["one"] / "config.yaml").read_text())
     assert one_cfg["world_size"] == 1 and one_cfg["global_batch_size"] == 16
     assert "world size 2, global batch" in runs["two_stderr"]
     # the same steps saw the same supervised tokens: the data split is the 1-process window's
     assert [e["n_tokens"] for e in read_log(runs["two"] / "train_log.jsonl")] == \
            [e["n_tokens"] for e in read_log(runs["one"] / "train_log.jsonl")]
+
+
+def test_packed_two_processes_equal_one_with_doubled_accumulation(synth_data, tmp_path):
+    """Packed micro-batches (one packed row each) are dealt out the same way: the 1-process plan's windows."""
+    one, two = tmp_path / "one", tmp_path / "two"
+    r = run_script(_args(synth_data, one, 4, "--tokens_per_micro_batch", "900"))
+    assert r.returncode == 0, r.stderr[-3000:]
+    r = _launch(LAUNCH, _args(synth_data, two, 2, "--tokens_per_micro_batch", "900"))
+    assert r.returncode == 0, r.stderr[-3000:]
+    _compare(one, two, "packed: 2 proc vs 1 proc")
+    assert yaml.safe_load((two / "config.yaml").read_text())["global_batch_max_tokens"] == 3600
 
 
 # ---------------------------------------------------------------- (d) rank 0 writes, sequences encoded once

@@ -1,7 +1,8 @@
 """Training checkpoints: everything needed to resume bit-identically.
 
 A checkpoint directory `checkpoints/step-NNNNNNNN/` holds the model part (written by the
-model's own `save`), `optimizer.pt`, `scheduler.pt`, `rng.pt` and `trainer_state.json`.
+model's own `save`), `optimizer.pt`, `scheduler.pt`, `rng.pt` and `trainer_state.json` (and, from a
+multi-process run, `rng-rank<r>.pt` for ranks 1..: rank 0 writes them all).
 It is written under a temporary name, fsynced and renamed when complete, then
 `checkpoints/last` is re-pointed atomically, so a job killed mid-save resumes from the previous
 complete one. A full disk (or an unwritable run directory) during the save is an OutputError
