@@ -58,10 +58,11 @@ def rank_info(environ=None) -> Rank:
 
 def pick_device(requested: str = "auto"):
     import torch
+    if requested in ("auto", "cuda") and torch.cuda.is_available():
+        # one GPU per process under torchrun / srun: the local rank picks it ("cuda" too, or every
+        # rank of a multi-process run would share GPU 0)
+        return torch.device("cuda", rank_info().local_rank % torch.cuda.device_count())
     if requested == "auto":
-        if torch.cuda.is_available():
-            # one GPU per process under torchrun / srun: the local rank picks it
-            return torch.device("cuda", rank_info().local_rank % torch.cuda.device_count())
         return torch.device("cpu")
     return torch.device(requested)
 

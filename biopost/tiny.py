@@ -53,6 +53,17 @@ def resolve_model_path(name: str) -> str:
     if (target / ".complete").exists():
         return str(target)
     target.parent.mkdir(parents=True, exist_ok=True)
+    import fcntl
+    # the ranks of a torchrun job start together and would all build at once: one builds, the rest
+    # wait on the lock and find it complete (concurrent builds left a directory without the model)
+    with open(target.parent / f".{target.name}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (target / ".complete").exists():
+            _build_into(kind, target)
+    return str(target)
+
+
+def _build_into(kind: str, target: Path) -> None:
     tmp = Path(tempfile.mkdtemp(prefix=f".{kind}-", dir=target.parent))
     try:
         _seeded(TINY_BUILDERS.get(kind))(tmp)
@@ -66,7 +77,6 @@ def resolve_model_path(name: str) -> str:
                 raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return str(target)
 
 
 TOKENIZER_CORPUS = RESOURCES / "tiny" / "tokenizer_corpus.jsonl.gz"

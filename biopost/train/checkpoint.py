@@ -1,7 +1,8 @@
 """Training checkpoints: everything needed to resume bit-identically.
 
 A checkpoint directory `checkpoints/step-NNNNNNNN/` holds the model part (written by the
-model's own `save`), `optimizer.pt`, `scheduler.pt`, `rng.pt` and `trainer_state.json`.
+model's own `save`), `optimizer.pt`, `scheduler.pt`, `rng.pt` and `trainer_state.json` (and, from a
+multi-process run, `rng-rank<r>.pt` for ranks 1..: rank 0 writes them all).
 It is written under a temporary name, fsynced and renamed when complete, then
 `checkpoints/last` is re-pointed atomically, so a job killed mid-save resumes from the previous
 complete one. A full disk (or an unwritable run directory) during the save is an OutputError
@@ -80,8 +81,10 @@ def point_label(run_dir, label: str, target: Path) -> None:
 
 
 def save_checkpoint(run_dir, step: int, save_model, optimizer, scheduler, state: dict,
-                    keep_last: int = 2, labels: tuple = ("last",)) -> Path:
-    """Write a complete checkpoint for optimizer step `step`; returns its directory."""
+                    keep_last: int = 2, labels: tuple = ("last",), other_ranks_rng: list | None = None) -> Path:
+    """Write a complete checkpoint for optimizer step `step`; returns its directory. Under several
+    ranks `other_ranks_rng` holds ranks 1.. random states (rank r's dropout stream is its own),
+    written as rng-rank<r>.pt beside rng.pt (rank 0's)."""
     final = step_dir(run_dir, step)
     partial = final.with_name(final.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
@@ -91,6 +94,8 @@ def save_checkpoint(run_dir, step: int, save_model, optimizer, scheduler, state:
         save_torch(optimizer.state_dict(), partial / "optimizer.pt")
         save_torch(scheduler.state_dict(), partial / "scheduler.pt")
         save_torch(capture_rng(), partial / "rng.pt")
+        for r, rng in enumerate(other_ranks_rng or (), start=1):
+            save_torch(rng, partial / f"rng-rank{r}.pt")
         state = dict(state, step=step, fingerprint=fingerprint(partial))
         write_text_atomic(partial / "trainer_state.json", json.dumps(state, indent=1, sort_keys=True))
         fsync_tree(partial)
@@ -160,14 +165,21 @@ def read_trainer_state(ckpt) -> dict:
         raise CheckpointError(f"{path}: corrupt trainer state ({e})") from None
 
 
-def load_optimizer_state(ckpt, optimizer, scheduler, restore_random_state: bool = True) -> dict:
-    """Restore optimizer, scheduler and RNG from `ckpt`; returns its trainer_state dict."""
+def load_optimizer_state(ckpt, optimizer, scheduler, restore_random_state: bool = True, rank: int = 0,
+                         world: int = 1) -> dict:
+    """Restore optimizer, scheduler and RNG from `ckpt`; returns its trainer_state dict. Rank r of a
+    run with the checkpoint's world size takes its own random state (rng-rank<r>.pt); under another
+    world size the ranks' dropout streams cannot continue as they were and every rank takes rank 0's."""
     ckpt = Path(ckpt)
     optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", map_location="cpu", weights_only=True))
     scheduler.load_state_dict(torch.load(ckpt / "scheduler.pt", map_location="cpu", weights_only=True))
+    state = read_trainer_state(ckpt)
     if restore_random_state:
-        restore_rng(torch.load(ckpt / "rng.pt", map_location="cpu", weights_only=True))
-    return read_trainer_state(ckpt)
+        own = ckpt / f"rng-rank{rank}.pt"
+        same_world = state.get("world_size", 1) == world
+        restore_rng(torch.load(own if rank > 0 and same_world and own.is_file() else ckpt / "rng.pt",
+                               map_location="cpu", weights_only=True))
+    return state
 
 
 def resolve_resume(resume: str, run_dir) -> Path | None:

@@ -46,3 +46,13 @@ def read_log(path) -> list:
         if line.strip():
             out.append(json.loads(line))
     return out
+
+
+class NullLog:
+    """What the ranks other than 0 of a multi-process run log to: nothing (rank 0 writes the file)."""
+
+    def write(self, **entry):
+        pass
+
+    def close(self):
+        pass

@@ -12,7 +12,11 @@ from pathlib import Path
 
 
 def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
+    """A progress line on stderr, from rank 0 only: under torchrun every rank runs the same set-up,
+    and W copies of each line would bury the one that matters."""
+    from biopost.runtime import rank_info
+    if rank_info().is_main:
+        print(msg, file=sys.stderr, flush=True)
 
 
 def write_json(path: Path, obj) -> None:
@@ -20,19 +24,29 @@ def write_json(path: Path, obj) -> None:
     write_json_atomic(path, obj, indent=1)
 
 
-def start_run(cfg, stage: str):
-    """(output dir, task): the run directory exists, `cfg.run_id` defaults to its name."""
+def start_run(cfg, stage: str, create: bool = True):
+    """(output dir, task): the run directory exists (`create`: rank 0 makes it, the other ranks of a
+    multi-process run write nothing there), `cfg.run_id` defaults to its name."""
     from biopost.tasks import get_task
     out = Path(cfg.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    if create:
+        out.mkdir(parents=True, exist_ok=True)
     if cfg.run_id is None:
         cfg.run_id = out.resolve().name
     return out, get_task(cfg.task)
 
 
-def prepare_device(cfg):
-    """The device of this process, deterministic kernels on CPU (bit-exact resume), seeds set."""
-    from biopost.runtime import deterministic_on_cpu, pick_device, seed_everything
+def prepare_device(cfg, multi_process: bool = False):
+    """The device of this process, deterministic kernels on CPU (bit-exact resume), seeds set (the
+    same seed on every rank: identical fresh weights). A stage that does not run under DDP
+    (`multi_process` False: GRPO, CPT) refuses a world size above 1 instead of running W unsynchronized
+    copies that write the same files."""
+    from biopost.runtime import deterministic_on_cpu, pick_device, rank_info, seed_everything
+    rank = rank_info()
+    if rank.world > 1 and not multi_process:
+        from biopost.config import ConfigError
+        raise ConfigError(f"this stage runs in one process only (world size {rank.world} from {rank.source}); "
+                          f"SFT is the stage that runs under torchrun / DDP so far: launch it without torchrun")
     device = pick_device(cfg.device)
     deterministic_on_cpu(device)
     seed_everything(cfg.seed)
@@ -74,12 +88,21 @@ def enable_gradient_checkpointing(model) -> None:
 
 def embedding_caches(model, examples, cfg, stage: str) -> dict:
     """One cache per encoder, filled with every sequence the examples use (the encoders are frozen:
-    each sequence is encoded once, here, and read back by every pass)."""
+    each sequence is encoded once, here, and read back by every pass). Under several ranks each
+    encodes a disjoint slice of the sorted sequences into its own shards (W times faster than rank 0
+    alone, still once per sequence), a barrier waits for all, and every rank then reads the others'
+    shards (the second `ensure` finds nothing missing on a shared file system)."""
     from biopost.encoders.cache import EmbeddingCache
+    from biopost.runtime import rank_info
+    from biopost.train import distributed
+    rank = rank_info()
     caches = {m: EmbeddingCache(enc, cfg.cache_dir) for m, enc in model.encoders.items()}
     for modality, cache in caches.items():
         seqs = sorted({s for ex in examples for m, s in ex.bio if m == modality})
-        n_new = cache.ensure(seqs, batch_size=cfg.encoder_batch_size, progress=True)
+        n_new = cache.ensure(seqs[rank.rank::rank.world], batch_size=cfg.encoder_batch_size, progress=rank.is_main)
+        distributed.barrier()
+        n_new += cache.ensure(seqs, batch_size=cfg.encoder_batch_size)
+        n_new = int(distributed.sum_across(n_new))
         log(f"[{stage}] {modality}: {len(seqs)} unique sequences, {n_new} newly encoded ({cache.dir})")
     return caches
 

@@ -6,10 +6,17 @@ supervised tokens in the whole gradient-accumulation window (so accumulation equ
 batch). The data order of epoch e is a permutation seeded by (seed, e); the position inside an
 epoch is part of every checkpoint, so a resumed run continues exactly where the interrupted one
 stopped and ends bit-identical on CPU.
+
+Under torchrun with W processes (DDP, biopost.train.distributed) the plan is the 1-process one with
+W x --gradient_accumulation_steps micro-batches per step; rank r runs micro-batches r, r+W, ... of
+each step's window, so the losses and weights are those of one process with that accumulation, and
+a checkpoint resumes under any W with the same W x accumulation. Rank 0 alone writes the run
+directory; every rank loads.
 """
 from __future__ import annotations
 
 import math
+import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -91,6 +98,9 @@ class SFTConfig:
     # encoder
     encoder_batch_size: int = F(16, "sequences per encoder forward pass when filling the embedding cache")
     cache_dir: Optional[str] = F(None, "embedding cache root (default: $BIOPOST_CACHE_DIR)")
+    # several processes (torchrun)
+    distributed_timeout_minutes: float = F(60.0, "under torchrun: how long a rank waits in a collective before "
+                                                 "failing (rank 0 runs the monitor's probes while the others wait)")
 
 
 
@@ -139,12 +149,14 @@ def epoch_batches(cfg, lengths: list[int], epoch: int) -> list[list[int]]:
     return micro_batches(len(lengths), cfg.per_device_train_batch_size, cfg.seed, epoch)
 
 
-def plan_steps(cfg, lengths: list[int]) -> tuple[list[int], int]:
-    """(optimizer steps of each epoch, total steps for the schedule), before training. Packed
+def plan_steps(cfg, lengths: list[int], accum: int | None = None) -> tuple[list[int], int]:
+    """(optimizer steps of each epoch, total steps for the schedule), before training, with `accum`
+    micro-batches per step (over all ranks; default --gradient_accumulation_steps). Packed
     epochs differ (each packs its own order), so every epoch is packed here, from token counts
     only, and the total is their sum; --max_steps overrides it (past the last planned epoch the
     loop packs further epochs as it reaches them)."""
-    accum, budget, epochs = cfg.gradient_accumulation_steps, cfg.tokens_per_micro_batch, max(cfg.num_train_epochs, 1)
+    accum = accum or cfg.gradient_accumulation_steps
+    budget, epochs = cfg.tokens_per_micro_batch, max(cfg.num_train_epochs, 1)
     if budget > 0:
         from biopost.train.packing import steps_per_packed_epoch
         per_epoch = steps_per_packed_epoch(lengths, budget, cfg.seed, epochs, accum)
@@ -164,32 +176,109 @@ def plan_steps(cfg, lengths: list[int]) -> tuple[list[int], int]:
 
 
 
-def train_sft(cfg: SFTConfig) -> int:
-    from tqdm import tqdm
+def global_batch(cfg, world: int) -> dict:
+    """What one optimizer step takes over all ranks (written into config.yaml): per-device x world x
+    accumulation, in rows (padded micro-batches) or at most that many tokens (packed)."""
+    steps = world * cfg.gradient_accumulation_steps
+    out = {"world_size": world, "micro_batches_per_step": steps}
+    if cfg.tokens_per_micro_batch > 0:
+        out["global_batch_max_tokens"] = cfg.tokens_per_micro_batch * steps
+    else:
+        out["global_batch_size"] = cfg.per_device_train_batch_size * steps
+    return out
 
-    from biopost.data.examples import encode_training_example
+
+def check_resume_schedule(state: dict, sched: dict, resume_from) -> None:
+    """A checkpoint's data position (step, epoch, micro) counts micro-batches of the 1-process plan
+    with `micro_batches_per_step` of them per step, so it means the same under any world size whose
+    world x accumulation is that number, and nothing under another."""
+    saved = state.get("schedule")
+    if saved is None or saved == sched:
+        return
+    raise ConfigError(f"--resume {resume_from}: that run took {saved['micro_batches_per_step']} micro-batches per "
+                      f"optimizer step of --per_device_train_batch_size {saved['per_device_train_batch_size']} / "
+                      f"--tokens_per_micro_batch {saved['tokens_per_micro_batch']}; this one would take "
+                      f"{sched['micro_batches_per_step']} of {sched['per_device_train_batch_size']} / "
+                      f"{sched['tokens_per_micro_batch']}. Keep the micro-batch flags and set "
+                      f"--gradient_accumulation_steps so that world size x accumulation = "
+                      f"{saved['micro_batches_per_step']}")
+
+
+def run_window(net, share, examples, device, cfg, n_tokens: int, world: int, collate) -> float:
+    """Forward and backward of this rank's share of one optimizer step's window; its summed loss.
+    Each micro-batch's loss is scaled by world / (the whole window's supervised tokens): DDP
+    averages gradients over the ranks, so after its all-reduce every rank holds the gradient one
+    process would have for the whole window (world 1: exactly today's loss_sum / n_tokens).
+    Gradients are synchronized at the share's last backward only."""
     from biopost.model.batch import Batch
-    from biopost.model.bio_model import BioReasoningModel
-    from biopost.runtime import autocast, base_dtype
+    from biopost.runtime import autocast
+    from biopost.train.distributed import no_sync
+    total = 0.0
+    for k, (mb, weight) in enumerate(share):
+        batch = collate([examples[i] for i in mb])
+        with no_sync(net, sync=k == len(share) - 1):
+            with autocast(device, cfg.bf16):
+                loss_sum = net(Batch(**batch)).loss_sum
+            (loss_sum * (weight * world) / max(n_tokens, 1)).backward()
+        total += weight * float(loss_sum.detach())
+    return total
+
+
+def encode_examples(model, task, train_rows, cfg):
+    """(token-level examples, supervised tokens of each, how many had their text truncated)."""
+    from biopost.data.examples import encode_training_example
+    examples, n_truncated = [], 0
+    for i, row in enumerate(train_rows):
+        ex = encode_training_example(model, task, row, cfg.max_length_text, cfg.system_prompt or None, f"train[{i}]")
+        n_truncated += ex.truncated
+        examples.append(ex)
+    sup_tokens = [sum(1 for t in ex.labels[1:] if t != -100) for ex in examples]
+    if n_truncated:
+        log(f"[sft] {n_truncated} examples had their text truncated to --max_length_text {cfg.max_length_text}")
+    if not any(sup_tokens):
+        raise ConfigError("no supervised tokens: every assistant turn was truncated away (raise --max_length_text)")
+    return examples, sup_tokens, n_truncated
+
+
+def train_sft(cfg: SFTConfig) -> int:
+    from biopost.runtime import rank_info
     from biopost.signals import StopFlag
-    from biopost.train import checkpoint as ckpt_lib
-    from biopost.train import recipe
-    from biopost.train.log import JsonlLog
+    from biopost.train import distributed
 
     validate_config(cfg)
     stop = StopFlag()  # install first: a signal during set-up must not kill the job uncheckpointed
-    out, task = recipe.start_run(cfg, "sft")
-    save_config(cfg, out / "config.yaml", extra={"stage": "sft", "modality": task.modality})
+    try:
+        return _train_sft(cfg, stop, rank_info())
+    finally:
+        stop.restore()
+        distributed.teardown()
+
+
+def _train_sft(cfg: SFTConfig, stop, rank) -> int:
+    from tqdm import tqdm
+
+    from biopost.model.bio_model import BioReasoningModel
+    from biopost.runtime import base_dtype
+    from biopost.train import checkpoint as ckpt_lib
+    from biopost.train import distributed, recipe
+    from biopost.train.log import JsonlLog, NullLog
+
+    main_rank = rank.is_main   # the one writer of the run directory
+    out, task = recipe.start_run(cfg, "sft", create=main_rank)
+    batch_info = global_batch(cfg, rank.world)
+    if main_rank:
+        save_config(cfg, out / "config.yaml", extra={"stage": "sft", "modality": task.modality, **batch_info})
     if cfg.num_train_epochs == 0 and cfg.max_steps <= 0:
         log("[sft] num_train_epochs is 0: nothing to train")
         return 0
-    device = recipe.prepare_device(cfg)
+    device = recipe.prepare_device(cfg, multi_process=True)
+    distributed.init(device, cfg.distributed_timeout_minutes)
 
     # ---------------------------------------------------------------- data
     monitor_splits = ("id_val", "ood_val") if cfg.eval_every > 0 else ()
     rows, reports, train_rows = recipe.load_training_rows(task, cfg, "sft", monitor_splits)
 
-    # ---------------------------------------------------------------- model
+    # ---------------------------------------------------------------- model (every rank loads)
     resume_from = ckpt_lib.resolve_resume(cfg.resume, out)
     # full FT keeps fp32 master weights; a frozen LLM (projector only) is never updated
     dtype = base_dtype(device, cfg.bf16 and (cfg.lora_rank > 0 or cfg.train_projector_only))
@@ -206,18 +295,10 @@ def train_sft(cfg: SFTConfig) -> int:
         recipe.enable_gradient_checkpointing(model)
     model.train()
 
-    examples, n_truncated = [], 0
-    for i, row in enumerate(train_rows):
-        ex = encode_training_example(model, task, row, cfg.max_length_text, cfg.system_prompt or None, f"train[{i}]")
-        n_truncated += ex.truncated
-        examples.append(ex)
-    sup_tokens = [sum(1 for t in ex.labels[1:] if t != -100) for ex in examples]
-    if n_truncated:
-        log(f"[sft] {n_truncated} examples had their text truncated to --max_length_text {cfg.max_length_text}")
-    if not any(sup_tokens):
-        raise ConfigError("no supervised tokens: every assistant turn was truncated away (raise --max_length_text)")
-    write_json(out / "data_report.json", {"splits": {s: r.to_dict() for s, r in reports.items()},
-                                          "train_rows_used": len(train_rows), "text_truncated": n_truncated})
+    examples, sup_tokens, n_truncated = encode_examples(model, task, train_rows, cfg)
+    if main_rank:
+        write_json(out / "data_report.json", {"splits": {s: r.to_dict() for s, r in reports.items()},
+                                              "train_rows_used": len(train_rows), "text_truncated": n_truncated})
     caches = recipe.embedding_caches(model, examples, cfg, "sft")
 
     def embeddings(modality, seq):
@@ -225,50 +306,58 @@ def train_sft(cfg: SFTConfig) -> int:
 
     # ---------------------------------------------------------------- optimizer and schedule
     lengths = [len(ex.input_ids) for ex in examples]
-    accum, packed = cfg.gradient_accumulation_steps, cfg.tokens_per_micro_batch > 0
-    per_epoch, total_steps = plan_steps(cfg, lengths)
+    accum, packed = batch_info["micro_batches_per_step"], cfg.tokens_per_micro_batch > 0   # over all ranks
+    per_epoch, total_steps = plan_steps(cfg, lengths, accum)
     model.loss_chunk_tokens = cfg.loss_chunk_tokens
     params = model.trainable_parameters()
     optimizer, scheduler = recipe.make_optimizer(params, cfg, total_steps)
     log(f"[sft] {len(examples)} examples, {per_epoch[0]} optimizer steps per epoch, {total_steps} in total; "
-        f"{sum(p.numel() for p in params):,} trainable parameters; device {device}")
+        f"{sum(p.numel() for p in params):,} trainable parameters; device {device}; world size {rank.world}, "
+        f"global batch {batch_info}")
 
     step, epoch, micro = 0, 0, 0
     monitor_state: dict = {}
+    sched = {"micro_batches_per_step": accum, "per_device_train_batch_size": cfg.per_device_train_batch_size,
+             "tokens_per_micro_batch": cfg.tokens_per_micro_batch}
     if resume_from is not None:
-        state = ckpt_lib.load_optimizer_state(resume_from, optimizer, scheduler)
+        state = ckpt_lib.load_optimizer_state(resume_from, optimizer, scheduler, rank=rank.rank, world=rank.world)
+        check_resume_schedule(state, sched, resume_from)
         step, epoch, micro = state["step"], state["epoch"], state["micro"]
         monitor_state = state.get("monitor", {})
-    train_log = JsonlLog(out / "train_log.jsonl", resume_step=step if resume_from is not None else None)
+    resume_step = step if resume_from is not None else None
+    train_log = JsonlLog(out / "train_log.jsonl", resume_step=resume_step) if main_rank else NullLog()
+    net = distributed.wrap(model, device)
 
     monitor = None
-    if cfg.eval_every > 0:
+    if cfg.eval_every > 0 and main_rank:   # rank 0 evaluates; its decisions are broadcast
         from biopost.train.monitor import ProbeMonitor
         monitor = ProbeMonitor.create(cfg, model, task, rows, caches, out, monitor_state, log)
 
     def save(step_now: int, labels=("last",)):
-        state = {"step": step_now, "epoch": epoch, "micro": micro, "total_steps": total_steps,
-                 "stage": "sft", "monitor": monitor.state() if monitor else {}}
-        return ckpt_lib.save_checkpoint(out, step_now, model.save, optimizer, scheduler, state,
-                                        keep_last=cfg.save_total_limit, labels=labels)
+        rngs = distributed.gather_to_main(ckpt_lib.capture_rng())   # each rank's dropout stream
+        if main_rank:
+            state = {"step": step_now, "epoch": epoch, "micro": micro, "total_steps": total_steps, "stage": "sft",
+                     "monitor": monitor.state() if monitor else {}, "schedule": sched, "world_size": rank.world}
+            ckpt_lib.save_checkpoint(out, step_now, model.save, optimizer, scheduler, state,
+                                     keep_last=cfg.save_total_limit, labels=labels, other_ranks_rng=rngs[1:])
+        distributed.barrier()   # no rank goes on (or exits) while rank 0 writes
+
+    def collate(rows_):
+        return collate_batch(rows_, model, embeddings, device, packed)
 
     # ---------------------------------------------------------------- the loop
-    bar = tqdm(total=total_steps, initial=step, desc="sft", unit="step", dynamic_ncols=True,
+    bar = tqdm(total=total_steps, initial=step, desc="sft", unit="step", dynamic_ncols=True, disable=not main_rank,
                mininterval=1.0 if sys.stderr.isatty() else 30.0)
     batches = epoch_batches(cfg, lengths, epoch)
     exit_code = 0
     last_saved = step if resume_from is not None else -1
     while step < total_steps:
         t0 = time.perf_counter()
-        group = batches[micro:micro + accum]
+        group = batches[micro:micro + accum]   # the 1-process window; this rank runs its share
         n_tokens = sum(sup_tokens[i] for mb in group for i in mb)
-        loss_total = 0.0
-        for mb in group:
-            batch = collate_batch([examples[i] for i in mb], model, embeddings, device, packed)
-            with autocast(device, cfg.bf16):
-                loss_sum = model(Batch(**batch)).loss_sum
-            (loss_sum / max(n_tokens, 1)).backward()
-            loss_total += float(loss_sum.detach())
+        share = distributed.window_share(group, rank.world, rank.rank)
+        loss_total = distributed.sum_across(run_window(net, share, examples, device, cfg, n_tokens, rank.world,
+                                                       collate))
         grad_norm = recipe.clip_and_step(params, optimizer, scheduler, cfg.max_grad_norm)
         step += 1
         micro += len(group)
@@ -286,27 +375,30 @@ def train_sft(cfg: SFTConfig) -> int:
                          step_time_s=dt, tokens_per_s=n_tokens / dt if dt > 0 else None)
             train_log.write(**recipe.peak_memory(entry, device))
         should_stop_early, improved = False, False
-        if monitor is not None and (step % cfg.eval_every == 0 or step == total_steps):
-            improved, should_stop_early = monitor.evaluate(step, train_log)
-            model.train()
+        if cfg.eval_every > 0 and (step % cfg.eval_every == 0 or step == total_steps):
+            if monitor is not None:
+                improved, should_stop_early = monitor.evaluate(step, train_log)
+                model.train()
+            improved, should_stop_early = distributed.from_main((improved, should_stop_early))
         if improved or step % cfg.save_steps == 0 or epoch_done or step == total_steps or should_stop_early:
             save(step, ("last", "best_ood_val") if improved else ("last",))
             last_saved = step
         if should_stop_early:
             log(f"[sft] OOD-val has not improved for {cfg.stop_on_ood_peak} evaluations: stopping at step {step}")
             break
-        if stop and step < total_steps:
+        if distributed.any_rank(bool(stop)) and step < total_steps:
             if last_saved != step:
                 save(step)
-            log(f"[sft] received signal {stop.requested}: checkpointed step {step}/{total_steps}, "
+            got = signal.Signals(stop.requested).name if stop else "none, another rank's"
+            log(f"[sft] received a stop signal (rank 0: {got}): checkpointed step {step}/{total_steps}, "
                 f"exiting with {REQUEUE_EXIT_CODE} (requeue)")
             exit_code = REQUEUE_EXIT_CODE
             break
     bar.close()
     train_log.close()
-    stop.restore()
-    if exit_code == 0:
+    if exit_code == 0 and main_rank:
         record_done(out, "sft", step, total_steps)
+    distributed.barrier()   # train_done.json is written before any rank reports success
     return exit_code
 
 
