@@ -68,3 +68,21 @@ def run_script(args, cwd=ROOT, env=None, **kw):
     full_env = dict(os.environ, **(env or {}))
     return subprocess.run([sys.executable, *map(str, args)], cwd=cwd, env=full_env, capture_output=True,
                           text=True, **kw)
+
+
+def trained_tensors(run) -> dict:
+    """The trained tensors of a run's last checkpoint (bio modules + LoRA adapter), by name."""
+    from safetensors.torch import load_file
+    ckpt = Path(run) / "checkpoints/last"
+    tensors = load_file(str(ckpt / "bio_modules.safetensors"))
+    tensors.update({f"adapter.{k}": v for k, v in load_file(str(ckpt / "adapter/adapter_model.safetensors")).items()})
+    return tensors
+
+
+def write_split(directory, rows):
+    """rows as directory/train.jsonl (a one-split dataset)."""
+    import json
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return directory

@@ -21,6 +21,7 @@ import pytest
 import torch
 
 from biopost.config import from_dict
+from conftest import write_split
 from biopost.data.schema import RowSchema
 from biopost.tasks import classification_task, get_task, register_task
 from biopost.train.grpo import GRPOConfig, train_grpo
@@ -52,12 +53,6 @@ register_reward("correctness_shuffled", correctness_shuffled, replace=True)
 @pytest.fixture(scope="module", autouse=True)
 def one_thread(one_torch_thread):
     """Every test here runs torch on one thread (see conftest.one_torch_thread)."""
-
-
-def write_split(directory, rows):
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return directory
 
 
 @pytest.fixture(scope="module")

@@ -28,6 +28,7 @@ import random
 import pytest
 
 from biopost.config import from_dict
+from conftest import write_split
 from biopost.rewards import get_reward, register_reward
 from biopost.tasks import get_task, register_task
 from biopost.train.grpo import GRPOConfig, train_grpo
@@ -57,12 +58,6 @@ register_reward("go_f1_shuffled", go_f1_shuffled, replace=True)
 @pytest.fixture(scope="module", autouse=True)
 def one_thread(one_torch_thread):
     """Every test here runs torch on one thread (see conftest.one_torch_thread)."""
-
-
-def write_split(directory, rows):
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return directory
 
 
 @pytest.fixture(scope="module")

@@ -11,9 +11,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
 
-from conftest import ROOT, run_script
+from conftest import ROOT, run_script, trained_tensors
 
 from biopost.data.examples import collate, encode_training_example
 from biopost.model.batch import Batch
@@ -60,13 +59,6 @@ def _resume_args(synth_data, out):
             "--lora_rank", "4", "--lora_dropout", "0.1", "--learning_rate", "1e-3", "--logging_steps", "1"]
 
 
-def _trained_tensors(run):
-    ckpt = run / "checkpoints/last"
-    tensors = load_file(str(ckpt / "bio_modules.safetensors"))
-    tensors.update({f"adapter.{k}": v for k, v in load_file(str(ckpt / "adapter/adapter_model.safetensors")).items()})
-    return tensors
-
-
 def test_sigterm_mid_epoch_requeues_and_resume_is_bit_identical(tmp_path, synth_data):
     straight = tmp_path / "straight"
     r = run_script(_resume_args(synth_data, straight))
@@ -90,7 +82,7 @@ def test_sigterm_mid_epoch_requeues_and_resume_is_bit_identical(tmp_path, synth_
     r = run_script(_resume_args(synth_data, interrupted))  # same command: --resume auto
     assert r.returncode == 0, r.stderr[-2000:]
     assert "resuming from" in r.stderr
-    a, b = _trained_tensors(straight), _trained_tensors(interrupted)
+    a, b = trained_tensors(straight), trained_tensors(interrupted)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     # the resumed log reads like the uninterrupted one
     la, lb = read_log(straight / "train_log.jsonl"), read_log(interrupted / "train_log.jsonl")

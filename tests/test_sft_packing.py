@@ -14,7 +14,7 @@ import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
-from conftest import ROOT, run_script
+from conftest import ROOT, run_script, trained_tensors
 
 from biopost.data.examples import collate, collate_packed, encode_training_example
 from biopost.encoders.cache import EmbeddingCache
@@ -248,14 +248,6 @@ def _packed_args(synth_data, out, max_steps=18):
             "--lora_rank", "4", "--lora_dropout", "0.1", "--learning_rate", "1e-3", "--logging_steps", "1"]
 
 
-def _trained_tensors(run):
-    from safetensors.torch import load_file
-    ckpt = run / "checkpoints/last"
-    tensors = load_file(str(ckpt / "bio_modules.safetensors"))
-    tensors.update({f"adapter.{k}": v for k, v in load_file(str(ckpt / "adapter/adapter_model.safetensors")).items()})
-    return tensors
-
-
 def test_packed_sigterm_resume_is_bit_identical(tmp_path, synth_data):
     straight = tmp_path / "straight"
     r = run_script(_packed_args(synth_data, straight))
@@ -280,7 +272,7 @@ def test_packed_sigterm_resume_is_bit_identical(tmp_path, synth_data):
     r = run_script(_packed_args(synth_data, interrupted))
     assert r.returncode == 0, r.stderr[-2000:]
     assert "resuming from" in r.stderr
-    a, b = _trained_tensors(straight), _trained_tensors(interrupted)
+    a, b = trained_tensors(straight), trained_tensors(interrupted)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     la, lb = read_log(straight / "train_log.jsonl"), read_log(interrupted / "train_log.jsonl")
     assert [e["step"] for e in la] == [e["step"] for e in lb] == list(range(1, 19))
