@@ -26,6 +26,11 @@ SCRIPT = ROOT / "BioReason/train_dna_qwen.py"
 TINY = ROOT / "BioReason/configs/sft_tiny.yaml"
 LAUNCH = [sys.executable, "-m", "biopost.launch", "--standalone", "--nproc_per_node", "2"]
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+# ONE_THREAD_WHY: each worker runs torch on one thread. With two threads per process (the CI default,
+# on a 2-core machine) the fp32 runs are not reproducible to the last bit between processes, and
+# Adam turns 1e-8 gradient differences on near-zero-gradient elements into 4e-6 weight differences
+# (seen in a clean-clone CI run: losses equal to 3.7e-8, weights to 4.4e-6); with one thread they
+# agree to 1.6e-7.
 MAX_STEPS = 12
 
 
@@ -41,7 +46,7 @@ def _args(synth_data, out, accum: int, *extra):
 
 
 def _launch(prefix, args, **kw):
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")  # ONE_THREAD_WHY (above)
     return subprocess.run([*prefix, *map(str, args)], cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=240, **kw)
 
@@ -146,7 +151,7 @@ def _interrupt(args, out, sig=signal.SIGTERM):
     """Start a 2-process run, signal the launcher's process group (as SLURM would) once step 2 is
     logged; (exit code, stderr). The workers run in sessions of their own: the signal reaches them
     only through the launcher."""
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")  # ONE_THREAD_WHY (above)
     proc = subprocess.Popen([*LAUNCH, *map(str, args)], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
     log = out / "train_log.jsonl"
