@@ -26,11 +26,12 @@ SCRIPT = ROOT / "BioReason/train_dna_qwen.py"
 TINY = ROOT / "BioReason/configs/sft_tiny.yaml"
 LAUNCH = [sys.executable, "-m", "biopost.launch", "--standalone", "--nproc_per_node", "2"]
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-# ONE_THREAD_WHY: each worker runs torch on one thread. With two threads per process (the CI default,
-# on a 2-core machine) the fp32 runs are not reproducible to the last bit between processes, and
-# Adam turns 1e-8 gradient differences on near-zero-gradient elements into 4e-6 weight differences
-# (seen in a clean-clone CI run: losses equal to 3.7e-8, weights to 4.4e-6); with one thread they
-# agree to 1.6e-7.
+# ONE_THREAD_WHY: every run here (the workers and the 1-process references) uses one torch thread.
+# The thread count changes fp32 reduction orders, and Adam turns the resulting ~1e-8 gradient
+# differences on near-zero-gradient elements into ~4e-6 weight differences (a clean-clone CI run
+# whose 1-process reference had two threads: weights 4.4e-6 apart, losses 3.7e-8); with the same
+# thread count everywhere they agree to 1.6e-7.
+ONE_THREAD = {"OMP_NUM_THREADS": "1"}
 MAX_STEPS = 12
 
 
@@ -91,7 +92,7 @@ def runs(tmp_path_factory, synth_data):
     root = tmp_path_factory.mktemp("ddp")
     one, two = root / "one", root / "two"
     t0 = time.perf_counter()
-    r = run_script(_args(synth_data, one, 4))
+    r = run_script(_args(synth_data, one, 4), env=ONE_THREAD)
     assert r.returncode == 0, r.stderr[-3000:]
     t1 = time.perf_counter()
     r2 = _launch(LAUNCH, _args(synth_data, two, 2, "--cache_dir", root / "fresh_cache"))
@@ -117,7 +118,7 @@ def test_two_processes_equal_one_with_doubled_accumulation(runs):
 def test_packed_two_processes_equal_one_with_doubled_accumulation(synth_data, tmp_path):
     """Packed micro-batches (one packed row each) are dealt out the same way: the 1-process plan's windows."""
     one, two = tmp_path / "one", tmp_path / "two"
-    r = run_script(_args(synth_data, one, 4, "--tokens_per_micro_batch", "900"))
+    r = run_script(_args(synth_data, one, 4, "--tokens_per_micro_batch", "900"), env=ONE_THREAD)
     assert r.returncode == 0, r.stderr[-3000:]
     r = _launch(LAUNCH, _args(synth_data, two, 2, "--tokens_per_micro_batch", "900"))
     assert r.returncode == 0, r.stderr[-3000:]
@@ -188,9 +189,9 @@ def test_sigterm_checkpoints_once_exits_75_and_resumes_under_two_and_one_process
     assert _losses(interrupted) == _losses(runs["two"])
 
     # 1 process must keep 4 micro-batches per step: accumulation 2 is refused by name
-    r = run_script(_args(synth_data, copy, 2))
+    r = run_script(_args(synth_data, copy, 2), env=ONE_THREAD)
     assert r.returncode == 1 and "--gradient_accumulation_steps" in r.stderr and "= 4" in r.stderr, r.stderr[-2000:]
-    r = run_script(_args(synth_data, copy, 4))               # 1 process, accumulation doubled
+    r = run_script(_args(synth_data, copy, 4), env=ONE_THREAD)    # 1 process, accumulation doubled
     assert r.returncode == 0, r.stderr[-3000:]
     assert "resuming from" in r.stderr
     _compare(runs["one"], copy, "2-proc checkpoint resumed by 1 proc vs 1 proc")
