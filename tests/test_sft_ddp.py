@@ -15,9 +15,8 @@ import pytest
 import torch
 import yaml
 from safetensors import safe_open
-from safetensors.torch import load_file
 
-from conftest import ROOT, run_script
+from conftest import ROOT, run_script, trained_tensors
 
 from biopost.signals import REQUEUE_EXIT_CODE
 from biopost.train.log import read_log
@@ -52,13 +51,6 @@ def _launch(prefix, args, **kw):
                           timeout=240, **kw)
 
 
-def _trained(run):
-    ckpt = run / "checkpoints/last"
-    tensors = load_file(str(ckpt / "bio_modules.safetensors"))
-    tensors.update({f"adapter.{k}": v for k, v in load_file(str(ckpt / "adapter/adapter_model.safetensors")).items()})
-    return tensors
-
-
 def _losses(run):
     return [e["loss"] for e in read_log(run / "train_log.jsonl") if "loss" in e]
 
@@ -75,7 +67,7 @@ def _compare(a_run, b_run, label):
     loss_rel = max(abs(x - y) / abs(x) for x, y in zip(la, lb))
     ga, gb = _grad_norms(a_run), _grad_norms(b_run)          # DDP averages: an unscaled loss halves these
     norm_rel = max(abs(x - y) / abs(x) for x, y in zip(ga, gb))
-    a, b = _trained(a_run), _trained(b_run)
+    a, b = trained_tensors(a_run), trained_tensors(b_run)
     assert a.keys() == b.keys()
     w_abs = max(float((a[k] - b[k]).abs().max()) for k in a)
     w_rel = max(float(((a[k] - b[k]).abs() / b[k].abs().clamp(min=1e-12)).max()) for k in a)
@@ -184,7 +176,7 @@ def test_sigterm_checkpoints_once_exits_75_and_resumes_under_two_and_one_process
     r = _launch(LAUNCH, _args(synth_data, interrupted, 2))   # same command: --resume auto, 2 processes
     assert r.returncode == 0, r.stderr[-3000:]
     assert "resuming from" in r.stderr
-    a, b = _trained(runs["two"]), _trained(interrupted)
+    a, b = trained_tensors(runs["two"]), trained_tensors(interrupted)
     assert all(torch.equal(a[k], b[k]) for k in a)           # 2 -> 2: bit-identical to the uninterrupted run
     assert _losses(interrupted) == _losses(runs["two"])
 
@@ -208,7 +200,7 @@ def test_two_process_resume_with_lora_dropout_is_bit_identical(synth_data, tmp_p
     assert "stop signal (rank 0: SIGUSR1)" in err and (interrupted / "checkpoints/last/rng-rank1.pt").is_file()
     r = _launch(LAUNCH, _args(synth_data, interrupted, 2, "--lora_dropout", "0.1"))
     assert r.returncode == 0, r.stderr[-3000:]
-    a, b = _trained(straight), _trained(interrupted)
+    a, b = trained_tensors(straight), trained_tensors(interrupted)
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert _losses(interrupted) == _losses(straight)
 
