@@ -188,3 +188,38 @@ def test_cancel_then_resubmit(cluster, tmp_path):
     assert "2 cell(s) submitted" in sweep("submit", spec, "--work_root", work, env=env).stdout
     rows = wait_for(lambda: all_settled(spec, work, env), 600, "the resubmitted cells to finish")
     assert {r["state"] for r in rows.values()} == {"done"}, rows
+
+
+def test_a_two_rank_cell_runs_through_srun_and_torchrun_and_requeues_on_a_signal(cluster, tmp_path):
+    """resources {procs_per_node: 2}: the runner starts `srun ... biopost.launch --nnodes=1
+    --nproc-per-node=2 --rdzv-backend=c10d ...` (two gloo ranks on the one node); SIGUSR1 to the job
+    reaches both ranks through the srun step, the cell checkpoints once, requeues and ends done, with
+    the weights of an uninterrupted two-rank run."""
+    env = cli_env(tmp_path, SLURM_CONF=cluster["SLURM_CONF"])
+    work = tmp_path / "runs"
+    spec_dict = two_stage_spec("it_ranks", cells=[{f"sft.{k}": v for k, v in STAGE["slow"].items()}], stage=STAGE,
+                               resources={"cpus": 2, "procs_per_node": 2}, splits=("id",))
+    spec_dict["eval"]["resources"] = {"cpus": 1, "procs_per_node": 1}
+    spec = write_spec(tmp_path / "spec.yaml", spec_dict)
+    sweep("submit", spec, "--work_root", work, env=env)
+    rows = status_rows(spec, work, env)
+    sft = next(r for r in rows.values() if r["stage"] == "sft")
+    run_dir = work / "it_ranks" / "sft" / sft["run_id"]
+    wait_for(lambda: (run_dir / "train_log.jsonl").is_file() and (run_dir / "train_log.jsonl").stat().st_size,
+             300, "the two-rank cell's first optimizer step", interval=0.1)
+    job = read_json(run_dir / "status.json")["job_id"]
+    assert subprocess.run(["scancel", "--signal=USR1", job], env=env).returncode == 0
+    rows = wait_for(lambda: all_settled(spec, work, env), 600, "the two-rank cell and its evaluation")
+    assert {r["state"] for r in rows.values()} == {"done"}, rows
+    st = read_json(run_dir / "status.json")
+    assert st["attempt"] == 2 and st["job_id"] == job
+    log = (run_dir / "logs" / f"slurm-{job}.out").read_text()
+    assert "--nproc-per-node=2" in log and "--rdzv-backend=c10d" in log and log.count("srun --nodes=1") == 2
+    assert STAGE["signalled_text"] in log and STAGE["resumed_text"] in log
+    state = read_json(run_dir / "checkpoints" / "last" / "trainer_state.json")
+    assert state["world_size"] == 2
+
+    ref = tmp_path / "uninterrupted"
+    sweep("submit", spec, "--work_root", ref, "--executor", "local", "--no-eval", env=env, check=False, timeout=600)
+    ref_state = read_json(ref / "it_ranks" / "sft" / sft["run_id"] / "checkpoints" / "last" / "trainer_state.json")
+    assert state == ref_state  # same step, same fingerprint of the trained tensors

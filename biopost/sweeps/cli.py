@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from biopost.sweeps import slurm
+from biopost.sweeps import ranks, slurm
 from biopost.sweeps.ledger import submit_lock
 from biopost.sweeps.plan import Options, Plan, default_cluster_env
 from biopost.errors import UserError
@@ -156,8 +156,12 @@ def print_scripts(plan: Plan, out=print) -> None:
         out(f"# ===== tasks of {job.label} (manifest {manifest_path}):")
         for cell in job.cells:
             entry = plan.manifest_entry(cell)
-            for command in entry["commands"]:
-                out(f"#   task {cell.task_id} {cell.label}: {shlex.join(['python', *command])}")
+            for script, *argv in entry["commands"]:
+                line = ranks.stage_command(entry.get("launch"), "python", script, argv, slurm=True,
+                                           master="<first host of the job>",
+                                           port=f"<{ranks.RDZV_PORT_BASE} + job id mod {ranks.RDZV_PORT_SPAN}>",
+                                           job_id="<job id>")
+                out(f"#   task {cell.task_id} {cell.label}: {shlex.join(line)}")
             if entry["select_best"]:
                 out(f"#     + {entry['select_best']['flag']} <best run of select-best "
                     f"-> {entry['select_best']['out']}>")

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from biopost.sweeps import slurm
 from biopost.sweeps.binding import eval_commands, stage_command
+from biopost.sweeps.ranks import world_of
 from biopost.sweeps.ledger import Ledger, state_dir
 from biopost.sweeps.spec import Cell, Expansion, Spec, expand, resources_for, sanitize
 from biopost.sweeps.status import (RERUN_STATES, Derived, derive, done_hash, eval_dir_names, group_hash,
@@ -216,7 +217,7 @@ class Plan:
 
     def manifest_entry(self, cell: Cell) -> dict:
         spec = self.spec
-        select_best = None
+        select_best, launch = None, None
         if cell.kind == "eval":
             commands = [[spec.eval.script, *argv] for argv in eval_commands(spec, cell)]
             labels = spec.eval.checkpoints
@@ -227,8 +228,12 @@ class Plan:
             argv, select_best = stage_command(spec, cell)
             commands = [[spec.stages[cell.stage].script, *argv]]
             target, eval_dirs = None, []
+            res = self.resources(cell.stage)
+            nodes, procs = world_of(res)
+            if nodes * procs > 1:
+                launch = {"nodes": nodes, "procs_per_node": procs, "cpus": res.get("cpus")}
         return {"label": cell.label, "sweep": cell.sweep, "stage": cell.stage, "kind": cell.kind,
-                "run_id": cell.run_id, "run_dir": str(cell.run_dir), "status_path": str(cell.status_path),
+                "launch": launch, "run_id": cell.run_id, "run_dir": str(cell.run_dir), "status_path": str(cell.status_path),
                 "cell": cell.cell, "seed": cell.seed, "target": target, "commands": commands,
                 "upstream": upstream_members(cell), "select_best": select_best, "eval_dirs": eval_dirs}
 

@@ -4,8 +4,9 @@ For one cell it
   1. checks that its upstream is done and records {run_id, checkpoint_hash} of it;
   2. if the cell's earlier outputs were computed from another upstream output (the recorded
      hash differs), removes them so that the stage starts fresh instead of resuming;
-  3. writes status.json `running`, runs the stage ([python, script, *argv], cwd = repo root)
-     with its output appended to <run dir>/logs/, forwarding SIGUSR1 / SIGTERM to it;
+  3. writes status.json `running`, runs the stage ([python, script, *argv], cwd = repo root; or,
+     for several ranks per cell, srun + torchrun of it: biopost.sweeps.ranks) with its output
+     appended to <run dir>/logs/, forwarding SIGUSR1 / SIGTERM to it;
   4. writes `done` (with output_hash and elapsed_s), `requeued` (exit 75: the stage
      checkpointed and the batch script requeues the task) or `failed`, and exits with the
      stage's exit code.
@@ -19,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -29,6 +31,7 @@ from pathlib import Path
 
 from biopost.errors import UserError
 from biopost.files import ensure_dir
+from biopost.sweeps import ranks
 from biopost.sweeps.plan import upstream_hash_now
 from biopost.sweeps.status import (SCHEMA, local_job_id, now_iso, output_hash, read_status,
                                    write_json_atomic)
@@ -113,6 +116,16 @@ def resolve_select_best(sb: dict, repo_root: str, log) -> str:
             raise RuntimeError(f"select-best failed (exit {rc})")
         os.replace(tmp, out)
     return best_text_model(json.loads(out.read_text()), sb["runs"])
+
+
+def read_from(path, offset: int, limit: int = 1 << 20) -> str:
+    """What a log gained after `offset` (at most its last `limit` bytes), as text."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(max(offset, os.path.getsize(path) - limit))
+            return f.read().decode(errors="replace")
+    except OSError:
+        return ""
 
 
 def failure_reason(rc: int, log_path, tail_bytes: int = 65536) -> str:
@@ -212,16 +225,29 @@ def run_task(entry: dict, repo_root: str, stop=None) -> int:
             try:
                 for command in entry["commands"]:
                     script, *argv = command
-                    say(f"run {script} ({len(argv) + len(argv_extra)} arguments; see the manifest)")
-                    child = subprocess.Popen([sys.executable, script, *argv, *argv_extra], cwd=repo_root,
-                                             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                             env=env)
-                    for signum in received:  # arrived before this child existed
-                        if signum in FORWARDED_SIGNALS:
-                            child.send_signal(signum)
-                    rc = child.wait()
-                    if rc < 0:  # killed by a signal
-                        rc = 128 - rc
+                    launch = entry.get("launch")
+                    slurm_job = ranks.in_slurm_job(env)
+                    master = ranks.first_host(env) if launch and slurm_job else None
+                    for attempt in range(ranks.RDZV_TRIES if launch and slurm_job else 1):
+                        line = ranks.stage_command(launch, sys.executable, script, [*argv, *argv_extra],
+                                                   slurm=slurm_job, master=master,
+                                                   port=ranks.rendezvous_port(env.get("SLURM_JOB_ID"), attempt),
+                                                   job_id=env.get("SLURM_JOB_ID"))
+                        say(f"run {script} ({len(argv) + len(argv_extra)} arguments; see the manifest)"
+                            + (f" as {shlex.join(line[:line.index(script)])}" if launch else ""))
+                        start = os.path.getsize(log_path)
+                        child = subprocess.Popen(line, cwd=repo_root, stdout=log, stderr=subprocess.STDOUT,
+                                                 stdin=subprocess.DEVNULL, env=env)
+                        for signum in received:  # arrived before this child existed
+                            if signum in FORWARDED_SIGNALS:
+                                child.send_signal(signum)
+                        rc = child.wait()
+                        if rc < 0:  # killed by a signal
+                            rc = 128 - rc
+                        if rc in (0, REQUEUE_EXIT_CODE) or received or not launch \
+                                or not ranks.ADDRESS_IN_USE.search(read_from(log_path, start)):
+                            break
+                        say("the rendezvous port was taken (address already in use): trying the next one")
                     if rc != 0:
                         break
             except OSError as e:

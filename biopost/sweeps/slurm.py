@@ -7,6 +7,8 @@ when that task fails (without it, it would stay pending forever). The batch scri
 
   cd <repo root>; source cluster_env.sh (when present); the spec's `resources.setup` lines
   srun <python> -m biopost.sweeps.runner --manifest <json> --index $SLURM_ARRAY_TASK_ID
+    (several ranks per cell: the runner without srun; it starts the stage as srun + torchrun,
+    biopost.sweeps.ranks)
   exit code 75 (checkpointed after SIGUSR1/SIGTERM) -> requeue this array task, clear the hold
 
 The stage runs under `srun` in the foreground and the signal has no `B:`, so SIGUSR1 reaches
@@ -26,6 +28,7 @@ import subprocess
 
 from biopost.errors import UserError
 from biopost.signals import REQUEUE_EXIT_CODE
+from biopost.sweeps.ranks import world_of
 
 
 class SlurmError(UserError, RuntimeError):
@@ -120,7 +123,12 @@ def batch_script(*, sweep: str, job_label: str, job_name: str, task_ids, resourc
         lines.append(_sbatch_line("--partition", resources["partition"]))
     if resources.get("account"):
         lines.append(_sbatch_line("--account", resources["account"]))
-    gres = gpu_request(resources.get("gpus"))
+    nodes, procs = world_of(resources)
+    ranked = nodes * procs > 1
+    if ranked:
+        lines += [_sbatch_line("--nodes", nodes), "#SBATCH --ntasks-per-node=1"]
+    gpus = resources.get("gpus_per_node")
+    gres = gpu_request(resources.get("gpus") if gpus is None else gpus)
     if gres:
         lines.append(_sbatch_line("--gres", gres))
     if resources.get("cpus"):
@@ -132,8 +140,10 @@ def batch_script(*, sweep: str, job_label: str, job_name: str, task_ids, resourc
     if dependency:
         lines.append(_sbatch_line("--dependency", dependency))
 
-    srun = ["srun", "--ntasks=1"]
-    if resources.get("cpus"):
+    # several ranks: the runner runs here, once, and starts the stage as `srun ... torchrun` itself
+    # (biopost.sweeps.ranks); a runner inside a step could not start a step of its own
+    srun = [] if ranked else ["srun", "--ntasks=1"]
+    if resources.get("cpus") and not ranked:
         srun.append(f"--cpus-per-task={int(resources['cpus'])}")
     runner = " ".join([*srun, q(python), "-m", "biopost.sweeps.runner", "--manifest", q(manifest),
                        "--index", '"$SLURM_ARRAY_TASK_ID"'])

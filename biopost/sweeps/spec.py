@@ -29,6 +29,7 @@ from pathlib import Path
 import yaml
 
 from biopost.errors import UserError
+from biopost.sweeps.ranks import world_of
 
 STAGE_KINDS = ("cpt", "sft", "grpo")
 # (upstream kind, downstream kind) pairs that have an upstream binding (binding.py)
@@ -95,10 +96,14 @@ RESOURCE_KEYS = {
     "est_hours": "estimated hours per cell, for `sweep plan`'s GPU-hour estimate",
     "signal_seconds": "SIGUSR1 this many seconds before the time limit (default 300)",
     "python": "python interpreter on the compute nodes (default: the one running submit)",
+    "nodes": "nodes per cell (default 1); more than one process per cell runs the stage under srun + torchrun",
+    "gpus_per_node": "GPUs per node (the --gres request; same meaning as gpus, which it replaces)",
+    "procs_per_node": "processes (ranks) per node (default: gpus_per_node, else 1; set it for CPU ranks)",
 }
 RESOURCE_DEFAULTS = {"partition": None, "account": None, "gpus": 0, "cpus": None, "mem": None,
                      "time": None, "array_limit": None, "setup": [], "est_hours": None,
-                     "signal_seconds": 300, "python": None}
+                     "signal_seconds": 300, "python": None, "nodes": 1, "gpus_per_node": None,
+                     "procs_per_node": None}
 EVAL_SPLITS = ("id", "ood", "id_val", "ood_val")
 
 # Used with fullmatch() only: `$` alone also accepts a trailing newline, and a stage named
@@ -350,16 +355,16 @@ def check_resources(path, key, res) -> dict:
     for k, v in res.items():
         where = f"{key}.{k}"
         if v is None and k in ("partition", "account", "cpus", "mem", "time", "array_limit",
-                               "est_hours", "python"):
+                               "est_hours", "python", "gpus_per_node", "procs_per_node"):
             continue
         if k in ("partition", "account", "python"):
             if not isinstance(v, str) or not v or "\n" in v:
                 _fail(path, where, f"expected a non-empty one-line string, got {v!r}")
-        elif k == "gpus":
+        elif k in ("gpus", "gpus_per_node"):
             if isinstance(v, bool) or not (isinstance(v, int) and v >= 0
                                            or isinstance(v, str) and _GPUS.fullmatch(v)):
                 _fail(path, where, f"expected an integer >= 0 or 'type:n', got {v!r}")
-        elif k in ("cpus", "array_limit", "signal_seconds"):
+        elif k in ("cpus", "array_limit", "signal_seconds", "nodes", "procs_per_node"):
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 _fail(path, where, f"expected an integer >= 1, got {v!r}")
         elif k == "mem":
@@ -374,6 +379,10 @@ def check_resources(path, key, res) -> dict:
         elif k == "setup":
             if not isinstance(v, list) or not all(isinstance(line, str) for line in v):
                 _fail(path, where, "expected a list of shell lines (strings)")
+    if res.get("gpus") not in (None, 0) and res.get("gpus_per_node") is not None \
+            and str(res["gpus"]) != str(res["gpus_per_node"]):
+        _fail(path, f"{key}.gpus_per_node", f"gpus ({res['gpus']!r}) and gpus_per_node ({res['gpus_per_node']!r}) "
+              "both set the GPUs of a node: keep one")
     return dict(res)
 
 
@@ -591,9 +600,16 @@ def load_spec(path) -> Spec:
                              overrides=dict(overrides), data=_check_data(path, "eval.data", ev.get("data")),
                              resources=check_resources(path, "eval.resources", ev.get("resources")))
 
-    return Spec(path=path, name=name, description=description, modality=modality, task=task, data=data,
+    spec = Spec(path=path, name=name, description=description, modality=modality, task=task, data=data,
                 stages=stages, zip=dict(zip_), cells=list(cells), eval=eval_spec, seeds=list(seeds),
                 resources=resources)
+    if spec.eval is not None:
+        nodes, procs = world_of(resources_for(spec, "eval"))
+        if nodes * procs > 1:
+            _fail(path, "eval.resources", f"{nodes} node(s) x {procs} process(es): evaluation runs as one "
+                  "process (it does not shard examples across ranks yet); set eval.resources to "
+                  "{nodes: 1, procs_per_node: 1} (and gpus_per_node: 1 on GPUs)")
+    return spec
 
 
 def resources_for(spec: Spec, stage: str, overrides: dict | None = None) -> dict:
