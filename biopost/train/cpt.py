@@ -14,6 +14,12 @@ RNG and the data position (next unread row + the tokens read but not yet emitted
 interrupted run ends bit-identical on CPU to one that was not. SIGTERM/SIGUSR1 checkpoint at the
 next optimizer step and exit with REQUEUE_EXIT_CODE (75).
 
+Under torchrun with W processes (DDP, biopost.train.distributed) an optimizer step takes the blocks
+of one process with W times the accumulation: every rank reads the same stream, and rank r trains
+micro-batches r, r + W, ... of the step; DDP's gradient mean makes the update the 1-process one.
+The run's identity is that global batch, so a checkpoint resumes under any W whose W x accumulation
+is the same. Rank 0 alone writes and evaluates; every rank stops at the same step.
+
 torch and transformers are imported inside train_cpt: importing this module for CPTConfig alone
 (e.g. to check a sweep's keys on a login node) stays cheap.
 """
@@ -31,8 +37,8 @@ from typing import Optional
 
 from biopost.config import ConfigError, F, save_config
 from biopost.files import fsync_tree, output_error, write_json_atomic
-from biopost.data.text import (BlockStream, TextDataError, TextSource, count_tokens, make_encoder, pack,
-                               read_documents, separator_id)
+from biopost.data.text import BlockStream, TextDataError
+from biopost.train.cpt_data import HeldOut, size_run
 from biopost.train.schedule import SCHEDULES
 
 METRICS_FILE = "final_eval_metrics.json"
@@ -116,15 +122,24 @@ def check_config(cfg: CPTConfig) -> None:
 
 def train_cpt(cfg: CPTConfig) -> int:
     """Run (or resume) CPT; returns 0 when finished, REQUEUE_EXIT_CODE after a preemption signal."""
+    from biopost.train import distributed
+    try:
+        return _train_cpt(cfg)
+    finally:
+        distributed.teardown()
+
+
+def _train_cpt(cfg: CPTConfig) -> int:
     import torch
     from tqdm import tqdm
     from transformers import AutoTokenizer
 
-    from biopost.runtime import autocast
+    from biopost.runtime import autocast, rank_info
     from biopost.signals import REQUEUE_EXIT_CODE, StopFlag
     from biopost.tiny import resolve_model_path
+    from biopost.train import distributed
     from biopost.train.checkpoint import load_optimizer_state, resolve_resume, save_checkpoint
-    from biopost.train.log import JsonlLog
+    from biopost.train.log import JsonlLog, NullLog
     from biopost.train.recipe import prepare_device
 
     check_config(cfg)
@@ -137,14 +152,18 @@ def train_cpt(cfg: CPTConfig) -> int:
         # e.g. a job requeued after it had finished: keep the exported model untouched
         print(f"cpt: {out} already finished at step {saved['step']}; nothing to do", file=sys.stderr)
         return 0
-    device = prepare_device(cfg)
+    rank = rank_info()
+    main = rank.is_main   # the one writer of the run directory
+    device = prepare_device(cfg, multi_process=True)
+    distributed.init(device)
     model_path = resolve_model_path(cfg.text_model_name)
 
     # ---- tokenizer and held-out documents
     tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=cfg.trust_remote_code)
     data = HeldOut.read(cfg, tokenizer)
     T = cfg.max_length
-    blocks_per_step = cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps
+    micro_per_step = cfg.gradient_accumulation_steps * rank.world
+    blocks_per_step = cfg.per_device_train_batch_size * micro_per_step   # over all ranks
     # What a checkpoint's model part and data position mean; a resumed run must agree on all of it.
     signature = {"text_model_name": cfg.text_model_name, "lora_rank": cfg.lora_rank, "data_path": cfg.data_path,
                  "eval_data_path": cfg.eval_data_path, "eval_docs": cfg.eval_docs, "text_field": cfg.text_field,
@@ -156,7 +175,10 @@ def train_cpt(cfg: CPTConfig) -> int:
             detail = "; ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changed.items())
             raise ConfigError(f"cannot resume from {ckpt}: the run changed ({detail}); "
                               "use a new --output_dir, or --resume never to start over")
-    save_config(cfg, out / "config.yaml", extra={"stage": "cpt", "modality": "text", "task": "bio_text"})
+    if main:
+        save_config(cfg, out / "config.yaml", extra={"stage": "cpt", "modality": "text", "task": "bio_text",
+                                                     "world_size": rank.world, "micro_batches_per_step": micro_per_step,
+                                                     "global_batch_blocks": blocks_per_step})
     total_steps = size_run(cfg, ckpt, saved, data, blocks_per_step)
     warmup = cfg.warmup_steps if cfg.warmup_steps > 0 else round(cfg.warmup_ratio * total_steps)
 
@@ -168,31 +190,36 @@ def train_cpt(cfg: CPTConfig) -> int:
     optimizer, scheduler = make_optimizer(params, cfg, total_steps, warmup)
     step = 0
     if ckpt is not None:
-        step = load_optimizer_state(ckpt, optimizer, scheduler)["step"]  # also restores the RNG
+        step = load_optimizer_state(ckpt, optimizer, scheduler, rank=rank.rank, world=rank.world)["step"]  # + RNG
         print(f"cpt: resumed from {ckpt} at step {step}", file=sys.stderr)
     stream = BlockStream(data.train_source, data.encode, data.sep, T, start=data.train_start, state=saved.get("data"))
     n_params = sum(p.numel() for p in params)
+    net = distributed.wrap(model, device)
     print(f"cpt: {cfg.text_model_name} on {device} ({'LoRA r=%d' % cfg.lora_rank if lora else 'full'}, "
           f"{n_params / 1e6:.1f}M trainable), data {data.train_source.describe()}, {total_steps} steps of "
-          f"{blocks_per_step}x{T} tokens, held out {len(data.eval_texts)} docs = {len(data.eval_blocks)} blocks",
+          f"{blocks_per_step}x{T} tokens (world size {rank.world}), held out {len(data.eval_texts)} docs = {len(data.eval_blocks)} blocks",
           file=sys.stderr)
 
-    def save(step: int) -> Path:
-        state = {"epoch": stream.epoch, "total_steps": total_steps, "data": stream.state(),
-                 "signature": signature, "run_id": cfg.run_id}
-        return save_checkpoint(out, step, model.save_pretrained, optimizer, scheduler, state,
-                               keep_last=cfg.save_total_limit)
+    def save(step: int) -> None:
+        if main:
+            state = {"epoch": stream.epoch, "total_steps": total_steps, "data": stream.state(),
+                     "signature": signature, "run_id": cfg.run_id, "world_size": rank.world}
+            save_checkpoint(out, step, model.save_pretrained, optimizer, scheduler, state,
+                            keep_last=cfg.save_total_limit)
+        distributed.barrier()   # no rank goes on (or exits) while rank 0 writes
 
     # ---- training loop
-    log = JsonlLog(out / "train_log.jsonl", resume_step=step if ckpt is not None else None)
+    log = JsonlLog(out / "train_log.jsonl", resume_step=step if ckpt is not None else None) if main else NullLog()
     stop = StopFlag()
     last_saved = step if ckpt is not None else None
     empty_passes = 0
     tty = sys.stderr.isatty()
-    bar = tqdm(total=total_steps, initial=step, desc="cpt", dynamic_ncols=True, mininterval=1 if tty else 30)
+    bar = tqdm(total=total_steps, initial=step, desc="cpt", dynamic_ncols=True, mininterval=1 if tty else 30,
+               disable=not main)
     t0 = time.time()
+    stopping = False
     try:
-        while step < total_steps and not stop:
+        while step < total_steps and not stopping:
             blocks = stream.take(blocks_per_step)
             if blocks is None:  # a pass over the corpus ended; the unfinished batch was dropped
                 empty_passes += 1
@@ -204,51 +231,41 @@ def train_cpt(cfg: CPTConfig) -> int:
                     last_saved = step
                 continue
             empty_passes = 0
-            batch = torch.tensor(blocks, dtype=torch.long).view(cfg.gradient_accumulation_steps,
-                                                                cfg.per_device_train_batch_size, T).to(device)
-            loss_sum = torch.zeros((), device=device)
-            for micro in batch:
-                with amp:
-                    # Every block is full, so the mean over micro-batches is the mean over all tokens.
-                    loss = model(input_ids=micro, labels=micro).loss / cfg.gradient_accumulation_steps
-                loss.backward()
-                loss_sum += loss.detach()
-            if cfg.max_grad_norm > 0:
-                grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
-            else:
-                grad_norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in params
-                                                                       if p.grad is not None]))
-            lr = scheduler.get_last_lr()[0]
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
+            batch = torch.tensor(blocks, dtype=torch.long).view(micro_per_step, cfg.per_device_train_batch_size, T)
+            loss_sum, grad_norm, lr = optimizer_step(net, batch[rank.rank::rank.world], cfg, params, optimizer,
+                                                     scheduler, device, amp)
             step += 1
             bar.update(1)
 
             if step % cfg.logging_steps == 0 or step == 1 or step == total_steps:
-                loss_value = loss_sum.item()
+                loss_value = distributed.sum_across(loss_sum.item()) / rank.world
                 extra = {"max_mem_gb": round(torch.cuda.max_memory_allocated(device) / 2**30, 2)} \
                     if device.type == "cuda" else {}
                 log.write(step=step, epoch=stream.epoch, loss=loss_value, lr=lr, grad_norm=float(grad_norm),
                           tokens=step * blocks_per_step * T, elapsed_s=round(time.time() - t0, 3), **extra)
                 bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}", refresh=False)
             if cfg.eval_steps > 0 and step % cfg.eval_steps == 0 and step < total_steps:
-                metrics = evaluate(model, data.eval_blocks, cfg.per_device_eval_batch_size, device, amp)
-                log.write(step=step, eval_loss=metrics["eval_loss"], eval_ppl=metrics["perplexity"],
-                          eval_tokens=metrics["eval_tokens"])
-            if step % cfg.save_steps == 0 or stop:
+                if main:
+                    metrics = evaluate(model, data.eval_blocks, cfg.per_device_eval_batch_size, device, amp)
+                    log.write(step=step, eval_loss=metrics["eval_loss"], eval_ppl=metrics["perplexity"],
+                              eval_tokens=metrics["eval_tokens"])
+                distributed.barrier()
+            stopping = distributed.any_rank(bool(stop))   # a signal may reach one rank only
+            if step % cfg.save_steps == 0 or stopping:
                 save(step)
                 last_saved = step
         bar.close()
         if last_saved != step:
             save(step)
             last_saved = step
-        if stop:
-            log.write(step=step, event="preempted", signal=int(stop.requested))
+        if stopping:
+            log.write(step=step, event="preempted", signal=int(stop.requested or 0))
             print(f"cpt: signal {stop.requested}: checkpointed step {step}, exiting {REQUEUE_EXIT_CODE} "
                   "(requeue me)", file=sys.stderr)
             return REQUEUE_EXIT_CODE
-        finish(cfg, model, tokenizer, data, out, step, blocks_per_step, stream, log, device, amp)
+        if main:
+            finish(cfg, model, tokenizer, data, out, step, blocks_per_step, stream, log, device, amp)
+        distributed.barrier()   # final/ exists before any rank reports success
         return 0
     finally:
         bar.close()
@@ -256,55 +273,32 @@ def train_cpt(cfg: CPTConfig) -> int:
         log.close()
 
 
-@dataclass
-class HeldOut:
-    """The training source, the held-out documents and their blocks, and the tokenizing functions."""
-    train_source: object
-    eval_source: object
-    eval_texts: list
-    eval_blocks: list
-    eval_skipped: int
-    train_start: tuple
-    sep: int
-    encode: object
+def optimizer_step(net, mine, cfg, params, optimizer, scheduler, device, amp):
+    """One optimizer step over this rank's micro-batches (`mine`: accum of the step's W x accum);
+    returns (this rank's loss, the gradient norm, the learning rate used)."""
+    import torch
 
-    @classmethod
-    def read(cls, cfg, tokenizer) -> "HeldOut":
-        sep = separator_id(tokenizer)
-        encode = make_encoder(tokenizer)
-        source_kw = dict(field=cfg.text_field, skip_invalid=cfg.skip_invalid, hf_split=cfg.hf_split,
-                         hf_name=cfg.hf_name, hf_data_files=cfg.hf_data_files, trust_remote_code=cfg.trust_remote_code)
-        train_source = TextSource(cfg.data_path, **source_kw)
-        eval_source = TextSource(cfg.eval_data_path, **source_kw) if cfg.eval_data_path else train_source
-        eval_texts, after_eval, eval_skipped = read_documents(eval_source, cfg.eval_docs)
-        if not eval_texts:
-            raise TextDataError(f"{eval_source.describe()}: no documents to hold out for evaluation")
-        # Held out from the training corpus itself: every training pass starts after those documents.
-        train_start = after_eval if eval_source is train_source else (0, 0)
-        full, remainder = pack(encode(eval_texts), cfg.max_length, sep)
-        eval_blocks = full + ([remainder] if len(remainder) >= 2 else [])  # evaluation keeps the tail block
-        return cls(train_source, eval_source, eval_texts, eval_blocks, eval_skipped, train_start, sep, encode)
-
-
-def size_run(cfg, ckpt, saved: dict, data: HeldOut, blocks_per_step: int) -> int:
-    """Optimizer steps of the run: --max_steps, else one tokenizing pass over the corpus sizes it
-    from num_train_epochs; a resumed run keeps its step count unless --max_steps says otherwise."""
-    T = cfg.max_length
-    if cfg.max_steps > 0:
-        if ckpt is None and cfg.validate_data and data.train_source.hf is None:
-            n_rows = sum(1 for _ in data.train_source.documents(*data.train_start))
-            print(f"cpt: validated {n_rows} rows of {data.train_source.describe()}", file=sys.stderr)
-        return cfg.max_steps
-    if ckpt is not None:
-        return int(saved["total_steps"])
-    counts = count_tokens(data.train_source, data.encode, start=data.train_start)
-    steps_per_pass = counts["tokens"] // T // blocks_per_step
-    if steps_per_pass == 0:
-        raise TextDataError(f"{data.train_source.describe()}: {counts['tokens']} training tokens do not fill one "
-                            f"optimizer step ({blocks_per_step} blocks of {T} tokens)")
-    print(f"cpt: {counts['documents']} documents, {counts['tokens']} tokens, {steps_per_pass} steps per pass",
-          file=sys.stderr)
-    return math.ceil(cfg.num_train_epochs * steps_per_pass - 1e-9)
+    from biopost.train import distributed
+    loss_sum = torch.zeros((), device=device)
+    for i, micro in enumerate(mine):
+        micro = micro.to(device)
+        with distributed.no_sync(net, i == len(mine) - 1):
+            with amp:
+                # Every block is full, so the mean over micro-batches is the mean over all tokens;
+                # DDP's gradient mean averages the ranks.
+                loss = net(input_ids=micro, labels=micro).loss / cfg.gradient_accumulation_steps
+            loss.backward()
+        loss_sum += loss.detach()
+    if cfg.max_grad_norm > 0:
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+    else:
+        grad_norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in params
+                                                               if p.grad is not None]))
+    lr = scheduler.get_last_lr()[0]
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return loss_sum, grad_norm, lr
 
 
 def build_model(cfg, ckpt, model_path, device):

@@ -1,5 +1,5 @@
 """Several processes, one training run (DDP under torchrun): the process group and the few
-collectives a stage needs, as plain functions. SFT is the stage that uses them so far.
+collectives a stage needs, as plain functions. SFT and CPT use them.
 
 With `rank_info().world` 1 (a process started alone) every function here is a no-op returning its
 input, so a stage calls them unconditionally and the 1-process path is the code that was there
@@ -123,7 +123,8 @@ def window_share(window: list, world: int, rank: int) -> list[tuple[list, float]
 
 
 def wrap(model, device):
-    """The module the training passes go through: `model` itself on one process, else DDP over it.
+    """The module the training passes go through: `model` itself on one process, else DDP over it
+    (a BioReasoningModel, or CPT's plain HF causal LM).
     Only trainable parameters (LoRA, projectors, bio-token rows) are in DDP's reducer. A model with
     several projectors may run a micro-batch without one modality's features, leaving its projector
     unused, which DDP only tolerates with find_unused_parameters (a graph walk per step); with one
@@ -138,7 +139,7 @@ def wrap(model, device):
     no_buffer_sync = ({"forward_sync_buffers": False} if "forward_sync_buffers" in inspect.signature(DDP).parameters
                       else {"broadcast_buffers": False})
     return DDP(model, device_ids=[device.index] if device.type == "cuda" else None,
-               find_unused_parameters=len(model.projectors) > 1, **no_buffer_sync)
+               find_unused_parameters=len(getattr(model, "projectors", ())) > 1, **no_buffer_sync)
 
 
 def no_sync(net, sync: bool):

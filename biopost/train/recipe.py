@@ -39,14 +39,14 @@ def start_run(cfg, stage: str, create: bool = True):
 def prepare_device(cfg, multi_process: bool = False):
     """The device of this process, deterministic kernels on CPU (bit-exact resume), seeds set (the
     same seed on every rank: identical fresh weights). A stage that does not run under DDP
-    (`multi_process` False: GRPO, CPT) refuses a world size above 1 instead of running W unsynchronized
+    (`multi_process` False: GRPO) refuses a world size above 1 instead of running W unsynchronized
     copies that write the same files."""
     from biopost.runtime import deterministic_on_cpu, pick_device, rank_info, seed_everything
     rank = rank_info()
     if rank.world > 1 and not multi_process:
         from biopost.config import ConfigError
         raise ConfigError(f"this stage runs in one process only (world size {rank.world} from {rank.source}); "
-                          f"SFT is the stage that runs under torchrun / DDP so far: launch it without torchrun")
+                          f"SFT and CPT are the stages that run under torchrun / DDP so far: launch it without torchrun")
     device = pick_device(cfg.device)
     deterministic_on_cpu(device)
     seed_everything(cfg.seed)
