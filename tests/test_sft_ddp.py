@@ -227,7 +227,7 @@ def test_monitor_stop_is_taken_by_both_ranks_at_the_same_step(tmp_path, synth_da
 # ---------------------------------------------------------------- pieces
 
 def test_window_share_keeps_every_row_in_its_window():
-    from biopost.train.distributed import window_share
+    from biopost.distributed import window_share
     window = [[0, 1], [2, 3], [4]]
     assert window_share(window, 2, 0) == [([0, 1], 1.0), ([4], 1.0)]
     assert window_share(window, 2, 1) == [([2, 3], 1.0), ([0, 1], 0.0)]   # a zero-weight filler, no split

@@ -74,10 +74,13 @@ def test_first_host_expands_the_node_list():
     assert ranks.first_host({"SLURM_JOB_NODELIST": "nodeA,nodeB", "PATH": "/nonexistent"}) == "nodeA"
 
 
-def test_evaluation_with_several_ranks_is_refused_with_the_key(tmp_path):
+def test_evaluation_inherits_several_ranks_and_runs_them_the_same_way(tmp_path):
     path = ranked_spec(tmp_path, {"nodes": 2, "gpus_per_node": 4})
-    with pytest.raises(SpecError, match=r"eval\.resources.*2 node\(s\) x 4 process\(es\).*one process"):
-        load_spec(path)
+    out = sweep("plan", path, "--work_root", tmp_path / "runs", "--dry-run", env=cli_env(tmp_path)).stdout
+    evaluation = out.split("# ===== job eval-sft")[1]
+    assert "#SBATCH --nodes=2" in evaluation
+    task = next(line for line in evaluation.splitlines() if line.startswith("#   task 0"))
+    assert "srun --nodes=2 --ntasks=2" in task and "--nproc-per-node=4" in task, task
 
 
 @pytest.mark.parametrize("resources, match", [

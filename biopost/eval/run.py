@@ -10,6 +10,13 @@ a `partial.json` beside them saying which checkpoint and decoding settings produ
 metrics.json. SIGTERM / SIGUSR1 (SLURM's time-limit warning) stops after the batch in progress and
 exits 75 (requeue); the rerun generates only the remaining rows (batches are seeded alike, so the
 result equals an uninterrupted run, sampled decoding included) and then writes metrics.json.
+
+Several ranks (torchrun, `python -m biopost.launch`): rank r of W evaluates rows r, r+W, ... of each
+split and keeps its partial predictions in `<split dir>/shards/rank<r>-of-<W>/`; rank 0 gathers
+them back into the rows' order, computes the metrics once and writes the same files as one process
+(greedy decoding: the same predictions; sampled decoding seeds every batch alike, so its samples
+depend on which rows share a batch and differ from one process's). A signal on any rank requeues
+them all; the rerun under the same W resumes every shard, under another W it starts the split over.
 """
 from __future__ import annotations
 
@@ -230,6 +237,30 @@ def cache_lookup(caches: dict):
 
 
 def run_eval(cfg: EvalConfig) -> int:
+    from biopost import distributed
+    try:
+        return _run_eval(cfg)
+    finally:
+        distributed.teardown()
+
+
+def _shard_dir(out_dir: Path, rank) -> Path:
+    """Where rank r of W keeps its partial predictions (W > 1); one process uses out_dir itself."""
+    return out_dir if rank.world == 1 else out_dir / "shards" / f"rank{rank.rank}-of-{rank.world}"
+
+
+def _interleave(shards: list[list]) -> list:
+    """Rank r evaluated rows r, r+W, ...: back to the rows' order."""
+    out = []
+    for i in range(max(len(s) for s in shards)):
+        out += [s[i] for s in shards if i < len(s)]
+    return out
+
+
+def _run_eval(cfg: EvalConfig) -> int:
+    import shutil
+
+    from biopost import distributed
     from biopost.config import ConfigError, load_run_config
     from biopost.data.examples import load_task_data, truncation_for
     from biopost.encoders.cache import EmbeddingCache
@@ -269,6 +300,7 @@ def run_eval(cfg: EvalConfig) -> int:
     rows, _ = load_task_data(task, data_path, tuple(SPLIT_TO_DATA[s] for s in splits), training_splits=(),
                              truncation=truncation, skip_invalid=bool(run_cfg.get("skip_invalid", False)), log=log)
     device = pick_device(cfg.device)
+    rank = distributed.init(device)   # several ranks: each evaluates rows r, r+W, ...; rank 0 merges
     model = BioReasoningModel.load(ckpt, device=device, dtype=base_dtype(device, cfg.bf16),
                                    trust_remote_code=cfg.trust_remote_code).eval()
     caches = {m: EmbeddingCache(enc, run_cfg.get("cache_dir")) for m, enc in model.encoders.items()}
@@ -283,17 +315,30 @@ def run_eval(cfg: EvalConfig) -> int:
         timing: dict = {}
         out_dir = eval_dir(out_root, split, label)
         identity = _partial_identity(cfg, ckpt, split)
-        done = _resumable(out_dir, identity, model, task, split_rows, system_prompt)
+        mine, part_dir = split_rows[rank.rank::rank.world], _shard_dir(out_dir, rank)
+        if rank.world > 1:
+            identity["shard"] = [rank.rank, rank.world]
+        done = _resumable(part_dir, identity, model, task, mine, system_prompt)
         if done:
-            log(f"[eval] {split}: resuming after {len(done)} of {len(split_rows)} finished predictions")
-        preds, golds, parsed = evaluate_rows(engine, model, task, split_rows, caches, cfg, desc=f"eval {split}",
+            log(f"[eval] {split}: resuming after {len(done)} of {len(mine)} finished predictions")
+        preds, golds, parsed = evaluate_rows(engine, model, task, mine, caches, cfg, desc=f"eval {split}",
                                              system_prompt=system_prompt, timing=timing, done=done,
-                                             on_batch=lambda p: _write_partial(out_dir, identity, p), stop=stop)
-        if len(preds) < len(split_rows):
-            log(f"[eval] received signal {stop.requested}: kept {len(preds)} of {len(split_rows)} {split} "
-                f"predictions in {out_dir}, exiting with {REQUEUE_EXIT_CODE} (requeue)")
+                                             on_batch=lambda p: _write_partial(part_dir, identity, p), stop=stop)
+        if distributed.any_rank(len(preds) < len(mine)):   # every rank requeues if one was stopped
+            log(f"[eval] received signal {stop.requested}: kept {len(preds)} of {len(mine)} {split} "
+                f"predictions in {part_dir}, exiting with {REQUEUE_EXIT_CODE} (requeue)")
             stop.restore()
             return REQUEUE_EXIT_CODE
+        if rank.world > 1:
+            shards = distributed.gather_to_main((preds, timing))
+            if not rank.is_main:
+                continue
+            preds = _interleave([p for p, _ in shards])
+            golds, parsed = [p["gold"] for p in preds], [p["parsed"] for p in preds]
+            timing = {"generate_s": max(t["generate_s"] for _, t in shards),   # the ranks ran side by side
+                      "generated_tokens": sum(t["generated_tokens"] for _, t in shards), "ranks": rank.world}
+            timing["tokens_per_s"] = round(timing["generated_tokens"] / timing["generate_s"], 1) \
+                if timing["generate_s"] > 0 else None
         metric_fn = task.scored_metrics if scored else task.metrics
         result = metric_fn(golds, parsed, bootstrap_resamples=cfg.bootstrap_resamples, seed=cfg.seed)
         head = task.scored_headline if scored else task.headline
@@ -316,11 +361,13 @@ def run_eval(cfg: EvalConfig) -> int:
         }
         out = write_eval_outputs(out_dir, record, preds)
         (out_dir / PARTIAL_STATE).unlink(missing_ok=True)
+        shutil.rmtree(out_dir / "shards", ignore_errors=True)
         interval = "-".join(f"{v:.3f}" for v in ci95.get(head, []))
         others = ", ".join(f"{k} {v:.3f}" for k, v in metrics.items() if k != head and isinstance(v, float))
         log(f"[eval] {split}: {head} {metrics[head]:.3f} (95% CI {interval or 'off'})"
             f"{', ' + others if others else ''}, n={len(golds)}, unparsed {record['n_unparsed']}, "
             f"{timing['generated_tokens']} tokens generated in {timing['generate_s']:.1f} s -> {out}")
+    distributed.barrier()   # the metrics files exist before any rank reports success
     stop.restore()
     return 0
 

@@ -228,10 +228,11 @@ class Plan:
             argv, select_best = stage_command(spec, cell)
             commands = [[spec.stages[cell.stage].script, *argv]]
             target, eval_dirs = None, []
-            res = self.resources(cell.stage)
-            nodes, procs = world_of(res)
-            if nodes * procs > 1:
-                launch = {"nodes": nodes, "procs_per_node": procs, "cpus": res.get("cpus")}
+
+        res = self.resources("eval" if cell.kind == "eval" else cell.stage)
+        nodes, procs = world_of(res)
+        if nodes * procs > 1:
+            launch = {"nodes": nodes, "procs_per_node": procs, "cpus": res.get("cpus")}
         return {"label": cell.label, "sweep": cell.sweep, "stage": cell.stage, "kind": cell.kind,
                 "launch": launch, "run_id": cell.run_id, "run_dir": str(cell.run_dir), "status_path": str(cell.status_path),
                 "cell": cell.cell, "seed": cell.seed, "target": target, "commands": commands,

@@ -29,7 +29,6 @@ from pathlib import Path
 import yaml
 
 from biopost.errors import UserError
-from biopost.sweeps.ranks import world_of
 
 STAGE_KINDS = ("cpt", "sft", "grpo")
 # (upstream kind, downstream kind) pairs that have an upstream binding (binding.py)
@@ -603,12 +602,6 @@ def load_spec(path) -> Spec:
     spec = Spec(path=path, name=name, description=description, modality=modality, task=task, data=data,
                 stages=stages, zip=dict(zip_), cells=list(cells), eval=eval_spec, seeds=list(seeds),
                 resources=resources)
-    if spec.eval is not None:
-        nodes, procs = world_of(resources_for(spec, "eval"))
-        if nodes * procs > 1:
-            _fail(path, "eval.resources", f"{nodes} node(s) x {procs} process(es): evaluation runs as one "
-                  "process (it does not shard examples across ranks yet); set eval.resources to "
-                  "{nodes: 1, procs_per_node: 1} (and gpus_per_node: 1 on GPUs)")
     return spec
 
 

@@ -14,7 +14,7 @@ RNG and the data position (next unread row + the tokens read but not yet emitted
 interrupted run ends bit-identical on CPU to one that was not. SIGTERM/SIGUSR1 checkpoint at the
 next optimizer step and exit with REQUEUE_EXIT_CODE (75).
 
-Under torchrun with W processes (DDP, biopost.train.distributed) an optimizer step takes the blocks
+Under torchrun with W processes (DDP, biopost.distributed) an optimizer step takes the blocks
 of one process with W times the accumulation: every rank reads the same stream, and rank r trains
 micro-batches r, r + W, ... of the step; DDP's gradient mean makes the update the 1-process one.
 The run's identity is that global batch, so a checkpoint resumes under any W whose W x accumulation
@@ -122,7 +122,7 @@ def check_config(cfg: CPTConfig) -> None:
 
 def train_cpt(cfg: CPTConfig) -> int:
     """Run (or resume) CPT; returns 0 when finished, REQUEUE_EXIT_CODE after a preemption signal."""
-    from biopost.train import distributed
+    from biopost import distributed
     try:
         return _train_cpt(cfg)
     finally:
@@ -137,7 +137,7 @@ def _train_cpt(cfg: CPTConfig) -> int:
     from biopost.runtime import autocast, rank_info
     from biopost.signals import REQUEUE_EXIT_CODE, StopFlag
     from biopost.tiny import resolve_model_path
-    from biopost.train import distributed
+    from biopost import distributed
     from biopost.train.checkpoint import load_optimizer_state, resolve_resume, save_checkpoint
     from biopost.train.log import JsonlLog, NullLog
     from biopost.train.recipe import prepare_device
@@ -278,7 +278,7 @@ def optimizer_step(net, mine, cfg, params, optimizer, scheduler, device, amp):
     returns (this rank's loss, the gradient norm, the learning rate used)."""
     import torch
 
-    from biopost.train import distributed
+    from biopost import distributed
     loss_sum = torch.zeros((), device=device)
     for i, micro in enumerate(mine):
         micro = micro.to(device)

@@ -15,7 +15,7 @@ milliseconds, and a resumed run recomputes the same plan from (seed, epoch) inst
 Ranks: `shard` deals one global packing out so that every rank runs the same number of
 micro-batches in every optimizer step (a rank with one fewer would hang DDP's all-reduce), splitting
 or, failing that, dropping rows. SFT under DDP does not use it: it runs the 1-process plan's windows
-with zero-weight fillers (biopost.train.distributed.window_share), which keeps every row in the
+with zero-weight fillers (biopost.distributed.window_share), which keeps every row in the
 window it has on one process, so a W-process run equals the 1-process one and resumes under another W.
 """
 from __future__ import annotations

@@ -94,7 +94,7 @@ def embedding_caches(model, examples, cfg, stage: str) -> dict:
     shards (the second `ensure` finds nothing missing on a shared file system)."""
     from biopost.encoders.cache import EmbeddingCache
     from biopost.runtime import rank_info
-    from biopost.train import distributed
+    from biopost import distributed
     rank = rank_info()
     caches = {m: EmbeddingCache(enc, cfg.cache_dir) for m, enc in model.encoders.items()}
     for modality, cache in caches.items():

@@ -7,7 +7,7 @@ batch). The data order of epoch e is a permutation seeded by (seed, e); the posi
 epoch is part of every checkpoint, so a resumed run continues exactly where the interrupted one
 stopped and ends bit-identical on CPU.
 
-Under torchrun with W processes (DDP, biopost.train.distributed) the plan is the 1-process one with
+Under torchrun with W processes (DDP, biopost.distributed) the plan is the 1-process one with
 W x --gradient_accumulation_steps micro-batches per step; rank r runs micro-batches r, r+W, ... of
 each step's window, so the losses and weights are those of one process with that accumulation, and
 a checkpoint resumes under any W with the same W x accumulation. Rank 0 alone writes the run
@@ -212,7 +212,7 @@ def run_window(net, share, examples, device, cfg, n_tokens: int, world: int, col
     Gradients are synchronized at the share's last backward only."""
     from biopost.model.batch import Batch
     from biopost.runtime import autocast
-    from biopost.train.distributed import no_sync
+    from biopost.distributed import no_sync
     total = 0.0
     for k, (mb, weight) in enumerate(share):
         batch = collate([examples[i] for i in mb])
@@ -243,7 +243,7 @@ def encode_examples(model, task, train_rows, cfg):
 def train_sft(cfg: SFTConfig) -> int:
     from biopost.runtime import rank_info
     from biopost.signals import StopFlag
-    from biopost.train import distributed
+    from biopost import distributed
 
     validate_config(cfg)
     stop = StopFlag()  # install first: a signal during set-up must not kill the job uncheckpointed
@@ -260,7 +260,8 @@ def _train_sft(cfg: SFTConfig, stop, rank) -> int:
     from biopost.model.bio_model import BioReasoningModel
     from biopost.runtime import base_dtype
     from biopost.train import checkpoint as ckpt_lib
-    from biopost.train import distributed, recipe
+    from biopost import distributed
+    from biopost.train import recipe
     from biopost.train.log import JsonlLog, NullLog
 
     main_rank = rank.is_main   # the one writer of the run directory
