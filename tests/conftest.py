@@ -86,3 +86,16 @@ def write_split(directory, rows):
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     return directory
+
+
+def signal_when(proc, ready, signum, what: str, timeout: float = 300.0, interval: float = 0.02) -> None:
+    """Send `signum` to `proc` once `ready()` is true (a checkpoint, a written batch); fails if the
+    process ends first or `what` does not happen within `timeout` seconds."""
+    import time
+    deadline = time.time() + timeout
+    while not ready():
+        assert proc.poll() is None, f"the process ended (exit {proc.returncode}) before {what}"
+        assert time.time() < deadline, f"no {what} within {timeout:.0f} s"
+        time.sleep(interval)
+    assert proc.poll() is None, f"the process ended before it could be signalled after {what}"
+    proc.send_signal(signum)

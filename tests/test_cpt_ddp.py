@@ -8,12 +8,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
+
+from conftest import signal_when
 
 from biopost.signals import REQUEUE_EXIT_CODE
 from biopost.train.log import read_log
@@ -106,12 +107,7 @@ def test_sigterm_under_two_processes_checkpoints_once_and_resumes_with_one(env, 
     err = open(tmp_path / "stderr.txt", "w")
     proc = subprocess.Popen([*LAUNCH, *map(str, _args(out, 1))], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
                             stderr=err)
-    deadline = time.time() + 300
-    while not (out / "checkpoints" / "last").exists():
-        assert proc.poll() is None, (tmp_path / "stderr.txt").read_text()[-3000:]
-        assert time.time() < deadline, "no checkpoint within 300 s"
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGTERM)
+    signal_when(proc, (out / "checkpoints" / "last").exists, signal.SIGTERM, "a checkpoint")
     assert proc.wait(timeout=300) == REQUEUE_EXIT_CODE, (tmp_path / "stderr.txt").read_text()[-3000:]
     err.close()
     log = read_log(out / "train_log.jsonl")

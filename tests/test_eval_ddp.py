@@ -8,11 +8,10 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, signal_when
 from test_eval_preemption import comparable
 
 pytestmark = pytest.mark.slow
@@ -68,13 +67,8 @@ def test_usr1_under_two_ranks_keeps_both_shards_and_the_rerun_finishes_the_rest(
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
     proc = subprocess.Popen([*LAUNCH, *map(str, eval_args(run, part))], cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 300
-    while time.time() < deadline and proc.poll() is None:
-        if shard0.is_file() and shard0.read_text().count("\n") >= 3:  # one batch of rank 0 written
-            break
-        time.sleep(0.02)
-    assert proc.poll() is None, "the evaluation ended before it could be signalled"
-    proc.send_signal(signal.SIGUSR1)
+    signal_when(proc, lambda: shard0.is_file() and shard0.read_text().count("\n") >= 3, signal.SIGUSR1,
+                "a written batch of rank 0")
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 75, err[-3000:]
     kept = [len(p.read_text().splitlines()) for p in sorted((part / "eval" / "id" / "shards").glob("*/predictions.jsonl"))]
