@@ -379,9 +379,11 @@ def test_configs_parse_and_sweep_keys_exist():
         grpo = spec.get("stages", {}).get("grpo")
         if not grpo:
             continue
-        tiny = spec_path.name == "demo.yaml"  # make demo runs on a CPU
+        # make demo and the small study (docs/study_small.md) run the tiny models on a CPU
+        tiny = spec_path.name == "demo.yaml" or spec_path.name.startswith("study_small_")
         if spec.get("modality") == "protein":  # the protein study's real-run config (tests/test_protein_grpo.py)
-            assert grpo["config"] == "BioReason-Pro/configs/grpo_4b.yaml", spec_path.name
+            want = "grpo_tiny.yaml" if tiny else "grpo_4b.yaml"
+            assert grpo["config"] == f"BioReason-Pro/configs/{want}", spec_path.name
         else:
             assert grpo["config"] == f"BioReason/configs/grpo_{'tiny' if tiny else '1p7b'}.yaml", spec_path.name
         keys = set(grpo.get("grid", {})) | set(grpo.get("overrides", {}))
