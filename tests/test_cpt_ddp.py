@@ -1,8 +1,14 @@
-"""CPT (full fine-tuning of the plain causal LM) under torchrun with DDP, on CPU with gloo: a 2-process
-run is the 1-process run with the accumulation doubled (losses, held-out loss and final weights); a
-SIGTERM to the launcher checkpoints once and exits 75, and the checkpoint resumes with 1 process to
-the weights of the uninterrupted run. Every run on one torch thread (tests/test_sft_ddp.py:
-ONE_THREAD_WHY)."""
+"""CPT (full fine-tuning of the plain causal LM) under torchrun, with DDP and with FSDP2 (the default
+for full fine-tuning), on CPU with gloo: a 2-process run is the 1-process run with the accumulation
+doubled (losses, held-out loss and final weights); a SIGTERM to the launcher checkpoints once and
+exits 75, and the sharded run's checkpoint resumes with 1 process to the weights of the
+uninterrupted run. Every run on one torch thread (tests/test_sft_ddp.py: ONE_THREAD_WHY).
+
+Tolerances: DDP's update equals one process's to the bit here. FSDP2's differs at fp32 noise: the
+clipping norm is summed shard by shard (step 1's norm 2.3648908 vs 2.3648949), and through the
+clip and Adam the final weights move up to 9e-6, at most 2.2e-5 of a tensor's update L2 norm (two
+runs here), so sharded runs are held to 1e-4 of each tensor's update norm, the GRPO oracle's
+criterion."""
 import json
 import os
 import signal
@@ -59,34 +65,46 @@ def _losses(run):
     return [e["loss"] for e in read_log(run / "train_log.jsonl") if "loss" in e]
 
 
-def _compare_final(a, b):
+def _base_weights(env):
+    from biopost.tiny import resolve_model_path
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("BIOPOST_CACHE_DIR", env["BIOPOST_CACHE_DIR"])
+        base_dir = Path(resolve_model_path("biopost-tiny/qwen3"))
+    return load_file(str(next(base_dir.glob("*.safetensors"))))
+
+
+def _compare_final(a, b, base=None):
+    """Final weights elementwise (rtol 1e-4, atol 1e-6), or with `base` (a sharded run) each tensor's
+    difference within 1e-4 of the 1-process update's L2 norm (see the module docstring)."""
     wa, wb = load_file(str(a / "final" / "model.safetensors")), load_file(str(b / "final" / "model.safetensors"))
     assert wa.keys() == wb.keys()
-    # the update is what training changed; compare it, not the (much larger) weights
     w_abs = max(float((wa[k] - wb[k]).abs().max()) for k in wa)
-    print(f"max final weight diff {w_abs:.3g}")
-    for k in wa:
-        assert torch.allclose(wa[k], wb[k], rtol=1e-4, atol=1e-6), k
+    if base is None:
+        print(f"max final weight diff {w_abs:.3g}")
+        for k in wa:
+            assert torch.allclose(wa[k], wb[k], rtol=1e-4, atol=1e-6), k
+        return w_abs
+    rel = {k: float((wa[k] - wb[k]).norm() / (wb[k] - base[k]).norm()) for k in wa if k in base}
+    assert rel and all((wb[k] - base[k]).norm() > 0 for k in rel)
+    print(f"max final weight diff {w_abs:.3g}; largest difference / update norm {max(rel.values()):.3g}")
+    assert max(rel.values()) <= 1e-4, max(rel, key=rel.get)
     return w_abs
 
 
-def test_two_processes_equal_one_with_doubled_accumulation(env, one_process, tmp_path):
+@pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
+def test_two_processes_equal_one_with_doubled_accumulation(env, one_process, tmp_path, parallel):
     out = tmp_path / "two"
-    proc = _run(env, LAUNCH, _args(out, 1))
+    proc = _run(env, LAUNCH, [*_args(out, 1), "--parallel", parallel])
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "world size 2" in proc.stderr
+    assert f"world size 2, {parallel}" in proc.stderr
     la, lb = _losses(out), _losses(one_process)
     assert len(la) == len(lb) == STEPS
     rel = max(abs(x - y) / abs(y) for x, y in zip(la, lb))
     print(f"max rel loss diff {rel:.3g}")
     assert rel <= 1e-5
-    _compare_final(out, one_process)
+    base = _base_weights(env)
+    _compare_final(out, one_process, base if parallel == "fsdp" else None)
     # ... and the comparison means something: training moved every compared tensor well past it
-    from biopost.tiny import resolve_model_path
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("BIOPOST_CACHE_DIR", env["BIOPOST_CACHE_DIR"])
-        base_dir = Path(resolve_model_path("biopost-tiny/qwen3"))
-    base = load_file(str(next(base_dir.glob("*.safetensors"))))
     final = load_file(str(out / "final" / "model.safetensors"))
     moved = min(float((final[k] - base[k]).abs().max()) for k in base if k in final)
     assert moved > 1e-4, moved
@@ -122,7 +140,7 @@ def test_sigterm_under_two_processes_checkpoints_once_and_resumes_with_one(env, 
     resumed = _run(env, [sys.executable], _args(out, 2))
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"at step {step}" in resumed.stderr
-    _compare_final(out, one_process)
+    _compare_final(out, one_process, _base_weights(env))   # the interrupted run was sharded (auto: fsdp)
     strip = lambda lg: [e["loss"] for e in lg if "loss" in e]  # noqa: E731
     assert strip(read_log(out / "train_log.jsonl")) == pytest.approx(strip(read_log(one_process / "train_log.jsonl")),
                                                                       rel=1e-5)

@@ -59,15 +59,24 @@ def _grad_norms(run):
     return [e["grad_norm"] for e in read_log(run / "train_log.jsonl") if "loss" in e]
 
 
-def _compare(a_run, b_run, label):
+def _full_tensors(run) -> dict:
+    """The tensors of a full fine-tuning checkpoint (bio modules + the whole language model)."""
+    from safetensors.torch import load_file
+    ckpt = Path(run) / "checkpoints/last"
+    tensors = load_file(str(ckpt / "bio_modules.safetensors"))
+    tensors.update({f"llm.{k}": v for k, v in load_file(str(ckpt / "llm/model.safetensors")).items()})
+    return tensors
+
+
+def _compare(a_run, b_run, label, tensors=trained_tensors, steps=MAX_STEPS):
     """Per-step losses within 1e-5 relative (gradient norms 1e-4), trainable tensors allclose(rtol 1e-4,
     atol 1e-6); prints the max diffs."""
     la, lb = _losses(a_run), _losses(b_run)
-    assert len(la) == len(lb) == MAX_STEPS
+    assert len(la) == len(lb) == steps
     loss_rel = max(abs(x - y) / abs(x) for x, y in zip(la, lb))
     ga, gb = _grad_norms(a_run), _grad_norms(b_run)          # DDP averages: an unscaled loss halves these
     norm_rel = max(abs(x - y) / abs(x) for x, y in zip(ga, gb))
-    a, b = trained_tensors(a_run), trained_tensors(b_run)
+    a, b = tensors(a_run), tensors(b_run)
     assert a.keys() == b.keys()
     w_abs = max(float((a[k] - b[k]).abs().max()) for k in a)
     w_rel = max(float(((a[k] - b[k]).abs() / b[k].abs().clamp(min=1e-12)).max()) for k in a)
@@ -255,3 +264,52 @@ def test_stages_without_ddp_refuse_several_processes(monkeypatch):
     monkeypatch.setenv("LOCAL_RANK", "0")
     with pytest.raises(ConfigError, match="one process only"):
         prepare_device(SimpleNamespace(device="cpu", seed=0))
+
+
+# ---------------------------------------------------------------- FSDP2: full fine-tuning, sharded
+
+def test_fsdp_full_finetuning_equals_one_process_and_its_checkpoint_resumes_under_two_and_one(synth_data, tmp_path):
+    """--lora_rank 0 under 2 processes shards by default (--parallel auto -> fsdp): the same losses and
+    weights as one process with the accumulation doubled; a checkpoint written from the shards (the
+    1-process format) resumes sharded under 2 processes and whole under 1."""
+    full, n = ("--lora_rank", "0", "--max_steps", "8"), 8   # 8 steps: past the epoch end (step 6)
+    one, two, interrupted = tmp_path / "one", tmp_path / "two", tmp_path / "interrupted"
+    r = run_script(_args(synth_data, one, 4, *full), env=ONE_THREAD)
+    assert r.returncode == 0, r.stderr[-3000:]
+    r = _launch(LAUNCH, _args(synth_data, two, 2, *full))
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "world size 2 (fsdp)" in r.stderr
+    _compare(one, two, "fsdp: 2 proc vs 1 proc", _full_tensors, n)
+    state = json.loads((two / "checkpoints/last/trainer_state.json").read_text())
+    assert state["parallel"] == "fsdp" and state["world_size"] == 2
+    # the checkpoint holds whole tensors, as one process writes them
+    assert {k: v.shape for k, v in _full_tensors(two).items()} == {k: v.shape for k, v in _full_tensors(one).items()}
+
+    code, err = _interrupt(_args(synth_data, interrupted, 2, *full), interrupted)
+    assert code == REQUEUE_EXIT_CODE, err[-3000:]
+    stop_step = json.loads((interrupted / "checkpoints/last/trainer_state.json").read_text())["step"]
+    assert 2 <= stop_step < n
+    copy = tmp_path / "copy"
+    shutil.copytree(interrupted, copy, symlinks=True)
+    r = _launch(LAUNCH, _args(synth_data, interrupted, 2, *full))       # sharded again: 2 -> 2
+    assert r.returncode == 0 and "resuming from" in r.stderr, r.stderr[-3000:]
+    _compare(two, interrupted, "fsdp: resumed 2 proc vs uninterrupted 2 proc", _full_tensors, n)
+    r = run_script(_args(synth_data, copy, 4, *full), env=ONE_THREAD)    # whole: 2 -> 1
+    assert r.returncode == 0 and "resuming from" in r.stderr, r.stderr[-3000:]
+    _compare(one, copy, "fsdp checkpoint resumed by 1 proc vs 1 proc", _full_tensors, n)
+
+
+def test_parallel_modes():
+    from biopost.config import ConfigError
+    from biopost.distributed import parallel_mode
+    assert parallel_mode("auto", full_finetune=True) == "fsdp" and parallel_mode("auto", full_finetune=False) == "ddp"
+    assert parallel_mode("ddp", full_finetune=True) == "ddp"
+    with pytest.raises(ConfigError, match=r"--parallel fsdp shards full fine-tuning \(--lora_rank 0\)"):
+        parallel_mode("fsdp", full_finetune=False)
+    with pytest.raises(ConfigError, match="parallel must be one of auto, ddp, fsdp"):
+        parallel_mode("zero3", full_finetune=True)
+
+
+def test_fsdp_refuses_the_rank_zero_monitor_by_name(synth_data, tmp_path):
+    r = _launch(LAUNCH, _args(synth_data, tmp_path / "monitor", 2, "--lora_rank", "0", "--eval_every", "4"))
+    assert r.returncode == 1 and "--eval_every" in r.stderr and "--parallel ddp" in r.stderr, r.stderr[-2000:]

@@ -271,17 +271,28 @@ class BioReasoningModel(nn.Module):
                              f"{tuple(self.new_token_embeddings.shape)}")
         self.new_token_embeddings.data.copy_(rows)
 
-    def save(self, out_dir: str | Path) -> None:
+    def save(self, out_dir: str | Path, state: dict | None = None) -> None:
+        """Write the model directory. `state`: this model's full state dict when its own parameters
+        are shards (FSDP2 under several processes: biopost.distributed.full_model_state)."""
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         (out / MODEL_CONFIG).write_text(json.dumps(asdict(self.spec), indent=1))
-        save_file(self.bio_module_tensors(), str(out / BIO_MODULES))
+        bio = self.bio_module_tensors() if state is None else {
+            k: v.detach().float().cpu().contiguous() for k, v in state.items()
+            if k.startswith("projectors.") or k == "new_token_embeddings"}
+        save_file(bio, str(out / BIO_MODULES))
         self.tokenizer.save_pretrained(out / "tokenizer")
+        llm_state = None
+        if state is not None:
+            # a gathered state holds a tied LM head as a copy of its own: leave it to the tie, as the live model does
+            tied = getattr(self.base_llm().config, "tie_word_embeddings", False)
+            llm_state = {k[len("llm."):]: v for k, v in state.items()
+                         if k.startswith("llm.") and not (tied and k.endswith("lm_head.weight"))}
         if self.is_lora:
             # the resized embedding matrix is rebuilt deterministically on load: keep it out of the adapter
-            self.llm.save_pretrained(out / "adapter", save_embedding_layers=False)
+            self.llm.save_pretrained(out / "adapter", save_embedding_layers=False, state_dict=llm_state)
         elif not self.spec.frozen_llm:
-            self.llm.save_pretrained(out / "llm")
+            self.llm.save_pretrained(out / "llm", state_dict=llm_state)
         from biopost.files import fsync_tree
         fsync_tree(out)  # durable, and readable by the group as the umask allows (libraries write 0600)
 

@@ -81,17 +81,19 @@ def point_label(run_dir, label: str, target: Path) -> None:
 
 
 def save_checkpoint(run_dir, step: int, save_model, optimizer, scheduler, state: dict,
-                    keep_last: int = 2, labels: tuple = ("last",), other_ranks_rng: list | None = None) -> Path:
+                    keep_last: int = 2, labels: tuple = ("last",), other_ranks_rng: list | None = None,
+                    optimizer_state: dict | None = None) -> Path:
     """Write a complete checkpoint for optimizer step `step`; returns its directory. Under several
     ranks `other_ranks_rng` holds ranks 1.. random states (rank r's dropout stream is its own),
-    written as rng-rank<r>.pt beside rng.pt (rank 0's)."""
+    written as rng-rank<r>.pt beside rng.pt (rank 0's), and `optimizer_state` the optimizer's
+    state already gathered from the shards (biopost.distributed.optimizer_state) when sharded."""
     final = step_dir(run_dir, step)
     partial = final.with_name(final.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     try:
         partial.mkdir(parents=True)
         save_model(partial)
-        save_torch(optimizer.state_dict(), partial / "optimizer.pt")
+        save_torch(optimizer.state_dict() if optimizer_state is None else optimizer_state, partial / "optimizer.pt")
         save_torch(scheduler.state_dict(), partial / "scheduler.pt")
         save_torch(capture_rng(), partial / "rng.pt")
         for r, rng in enumerate(other_ranks_rng or (), start=1):
@@ -166,12 +168,14 @@ def read_trainer_state(ckpt) -> dict:
 
 
 def load_optimizer_state(ckpt, optimizer, scheduler, restore_random_state: bool = True, rank: int = 0,
-                         world: int = 1) -> dict:
+                         world: int = 1, load_optimizer=None) -> dict:
     """Restore optimizer, scheduler and RNG from `ckpt`; returns its trainer_state dict. Rank r of a
     run with the checkpoint's world size takes its own random state (rng-rank<r>.pt); under another
-    world size the ranks' dropout streams cannot continue as they were and every rank takes rank 0's."""
+    world size the ranks' dropout streams cannot continue as they were and every rank takes rank 0's.
+    `load_optimizer(state)` replaces optimizer.load_state_dict (a sharded optimizer's loader)."""
     ckpt = Path(ckpt)
-    optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", map_location="cpu", weights_only=True))
+    (load_optimizer or optimizer.load_state_dict)(torch.load(ckpt / "optimizer.pt", map_location="cpu",
+                                                             weights_only=True))
     scheduler.load_state_dict(torch.load(ckpt / "scheduler.pt", map_location="cpu", weights_only=True))
     state = read_trainer_state(ckpt)
     if restore_random_state:

@@ -54,6 +54,9 @@ class CPTConfig:
     gradient_checkpointing: bool = F(False, "recompute activations in the backward pass (less memory, ~25% slower)")
     bf16: bool = F(True, "bf16 autocast on CUDA over fp32 weights; CPU always runs fp32")
     device: str = F("auto", "auto, cpu, cuda or cuda:N")
+    parallel: str = F("auto", "under torchrun: ddp (every rank holds the whole model) or fsdp (FSDP2: weights, "
+                              "gradients and Adam state sharded over the ranks); auto: fsdp for full fine-tuning "
+                              "(the CPT default), ddp for LoRA")
     lora_rank: int = F(0, "0: full fine-tuning (the CPT default); > 0: train a LoRA adapter, merged into final/")
     lora_alpha: int = F(32, "LoRA scaling numerator (used when lora_rank > 0)")
     lora_dropout: float = F(0.0, "LoRA dropout (used when lora_rank > 0)")
@@ -186,26 +189,32 @@ def _train_cpt(cfg: CPTConfig) -> int:
     lora = cfg.lora_rank > 0
     model = build_model(cfg, ckpt, model_path, device)
     amp = autocast(device, cfg.bf16)
+    mode = distributed.parallel_mode(cfg.parallel, full_finetune=not lora)
+    net = distributed.wrap(model, device, mode)   # before the optimizer: FSDP2 replaces the parameters
+    sharded = distributed.is_sharded(net)         # then every rank takes part in each forward, evaluation too
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer, scheduler = make_optimizer(params, cfg, total_steps, warmup)
     step = 0
     if ckpt is not None:
-        step = load_optimizer_state(ckpt, optimizer, scheduler, rank=rank.rank, world=rank.world)["step"]  # + RNG
+        step = load_optimizer_state(ckpt, optimizer, scheduler, rank=rank.rank, world=rank.world,
+                                    load_optimizer=lambda st: distributed.load_optimizer_state(net, optimizer, st)
+                                    )["step"]  # + RNG
         print(f"cpt: resumed from {ckpt} at step {step}", file=sys.stderr)
     stream = BlockStream(data.train_source, data.encode, data.sep, T, start=data.train_start, state=saved.get("data"))
     n_params = sum(p.numel() for p in params)
-    net = distributed.wrap(model, device)
     print(f"cpt: {cfg.text_model_name} on {device} ({'LoRA r=%d' % cfg.lora_rank if lora else 'full'}, "
           f"{n_params / 1e6:.1f}M trainable), data {data.train_source.describe()}, {total_steps} steps of "
-          f"{blocks_per_step}x{T} tokens (world size {rank.world}), held out {len(data.eval_texts)} docs = {len(data.eval_blocks)} blocks",
-          file=sys.stderr)
+          f"{blocks_per_step}x{T} tokens (world size {rank.world}{', ' + mode if rank.world > 1 else ''}), "
+          f"held out {len(data.eval_texts)} docs = {len(data.eval_blocks)} blocks", file=sys.stderr)
 
     def save(step: int) -> None:
+        opt_state = distributed.optimizer_state(net, optimizer)     # gathered from the shards under FSDP
+        full = distributed.full_model_state(net)
         if main:
             state = {"epoch": stream.epoch, "total_steps": total_steps, "data": stream.state(),
                      "signature": signature, "run_id": cfg.run_id, "world_size": rank.world}
-            save_checkpoint(out, step, model.save_pretrained, optimizer, scheduler, state,
-                            keep_last=cfg.save_total_limit)
+            save_checkpoint(out, step, lambda d: save_model(model, d, full), optimizer, scheduler, state,
+                            keep_last=cfg.save_total_limit, optimizer_state=opt_state)
         distributed.barrier()   # no rank goes on (or exits) while rank 0 writes
 
     # ---- training loop
@@ -245,7 +254,7 @@ def _train_cpt(cfg: CPTConfig) -> int:
                           tokens=step * blocks_per_step * T, elapsed_s=round(time.time() - t0, 3), **extra)
                 bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}", refresh=False)
             if cfg.eval_steps > 0 and step % cfg.eval_steps == 0 and step < total_steps:
-                if main:
+                if main or sharded:
                     metrics = evaluate(model, data.eval_blocks, cfg.per_device_eval_batch_size, device, amp)
                     log.write(step=step, eval_loss=metrics["eval_loss"], eval_ppl=metrics["perplexity"],
                               eval_tokens=metrics["eval_tokens"])
@@ -263,8 +272,9 @@ def _train_cpt(cfg: CPTConfig) -> int:
             print(f"cpt: signal {stop.requested}: checkpointed step {step}, exiting {REQUEUE_EXIT_CODE} "
                   "(requeue me)", file=sys.stderr)
             return REQUEUE_EXIT_CODE
-        if main:
-            finish(cfg, model, tokenizer, data, out, step, blocks_per_step, stream, log, device, amp)
+        if main or sharded:
+            finish(cfg, model, tokenizer, data, out, step, blocks_per_step, stream, log, device, amp,
+                   net=net, main=main)
         distributed.barrier()   # final/ exists before any rank reports success
         return 0
     finally:
@@ -341,12 +351,18 @@ def make_optimizer(params, cfg, total_steps: int, warmup: int):
 
 
 def finish(cfg, model, tokenizer, data: HeldOut, out: Path, step: int, blocks_per_step: int, stream, log,
-           device, amp) -> None:
-    """Final held-out evaluation, the exported model in final/, and final_eval_metrics.json."""
+           device, amp, net=None, main: bool = True) -> None:
+    """Final held-out evaluation, the exported model in final/, and final_eval_metrics.json. A
+    sharded model (`net` under FSDP) has every rank here: the evaluation and the gathering of the
+    full weights are collectives; rank 0 (`main`) writes."""
+    from biopost import distributed
     metrics = evaluate(model, data.eval_blocks, cfg.per_device_eval_batch_size, device, amp)
+    full = distributed.full_model_state(net) if net is not None else None
+    if not main:
+        return
     log.write(step=step, eval_loss=metrics["eval_loss"], eval_ppl=metrics["perplexity"],
               eval_tokens=metrics["eval_tokens"], final=True)
-    export_final(model, tokenizer, out / "final", cfg.lora_rank > 0)
+    export_final(model, tokenizer, out / "final", cfg.lora_rank > 0, state=full)
     result = {"schema": METRICS_SCHEMA, "run_id": cfg.run_id, "sweep": cfg.sweep, "cell": cfg.cell,
               "stage": "cpt", "text_model_name": cfg.text_model_name, "step": step,
               "eval_loss": metrics["eval_loss"], "perplexity": metrics["perplexity"],
@@ -385,14 +401,23 @@ def evaluate(model, blocks, batch_size: int, device, amp) -> dict:
     return {"eval_loss": mean, "perplexity": math.exp(min(mean, 700.0)), "eval_tokens": n_tokens}
 
 
-def export_final(model, tokenizer, final: Path, lora: bool) -> None:
-    """Write a plain HF model directory (merging a LoRA adapter), atomically."""
+def save_model(model, out_dir, state: dict | None = None) -> None:
+    """model.save_pretrained, from `state` (the full state dict gathered from FSDP shards) when
+    given; a tied LM head, a copy of the embeddings in a gathered state, is left to the tie."""
+    if state is not None and getattr(model.config, "tie_word_embeddings", False):
+        state = {k: v for k, v in state.items() if not k.endswith("lm_head.weight")}
+    model.save_pretrained(out_dir, state_dict=state)
+
+
+def export_final(model, tokenizer, final: Path, lora: bool, state: dict | None = None) -> None:
+    """Write a plain HF model directory (merging a LoRA adapter), atomically; `state`: see save_model
+    (sharded runs are full fine-tuning: biopost.distributed.parallel_mode)."""
     tmp = final.with_name(final.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     export = model.merge_and_unload() if lora else model
     export.config.use_cache = True  # downstream generation wants the KV cache back
     try:
-        export.save_pretrained(tmp)
+        save_model(export, tmp, state)
         tokenizer.save_pretrained(tmp)
         fsync_tree(tmp)
     except Exception as e:  # noqa: BLE001 - only file-system errors are turned into OutputError

@@ -61,10 +61,24 @@ and cheaper). `--reference base` disables even a continued SFT adapter (the base
 The frozen copies are written once to `<output_dir>/reference.safetensors` so that a resumed run
 has the same reference.
 
+Several processes (torchrun, DDP; biopost.distributed): the plan is the 1-process one with W x
+--gradient_accumulation_steps micro-batches per step and W x --steps_per_generation per generation
+batch, so a generation batch holds W x per_device_train_batch_size x steps_per_generation
+completions (TRL's per-device semantics). Rank r samples chunks r, r+W, ... of it (each chunk of
+--rollout_batch_size completions, default the batch / W, with its own seeded generator) and the
+ranks exchange completions, so every rank scores the whole batch and computes each group's
+advantages over all of its completions; rank r then runs micro-batches r, r+W, ... of each window
+(their old / reference passes too) and DDP's all-reduce makes the update the 1-process one. Logged
+sums are reduced over ranks; rank 0 alone writes the run directory. A W-process run therefore
+equals one process with the multiplied accumulation and steps_per_generation and a
+--rollout_batch_size equal to the per-rank chunk (a test checks); a checkpoint resumes under any W
+with the same products (with the default chunking another W draws other, equally valid, samples).
+
 Nothing here imports TRL: TRL is only the test oracle.
 """
 from __future__ import annotations
 
+import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -165,6 +179,8 @@ class GRPOConfig:
     logprob_chunk_tokens: int = F(4096, "completion tokens per LM-head chunk (recomputed in backward to save memory)")
     bf16: bool = F(True, "bf16 autocast and bf16 frozen base weights on GPU (CPU always runs fp32)")
     device: str = F("auto", "auto, cpu, cuda or cuda:N")
+    distributed_timeout_minutes: float = F(60.0, "under torchrun: how long a rank waits in a collective before "
+                                                 "failing (rank 0 writes checkpoints meanwhile)")
     # checkpoints and logs
     save_steps: int = F(100, "checkpoint every N optimizer steps (at the next generation-batch boundary) "
                              "and at epoch ends")
@@ -220,11 +236,13 @@ def validate_config(cfg) -> None:
     if cfg.reward_weights and len(cfg.reward_weights) != len(cfg.reward_funcs):
         problems.append(f"reward_weights has {len(cfg.reward_weights)} values for {len(cfg.reward_funcs)} reward_funcs")
     if not problems:
-        s = schedule_from_config(cfg)
+        from biopost.runtime import rank_info
+        s = schedule_from_config(cfg, rank_info().world)
         if s.generation_batch % s.num_generations:
+            over = f" x world size {s.world}" if s.world > 1 else ""
             problems.append(f"the generation batch (per_device_train_batch_size {s.batch} x steps_per_generation "
-                            f"{s.steps_per_generation} = {s.generation_batch} completions) must be a multiple of "
-                            f"num_generations {s.num_generations}")
+                            f"{s.steps_per_generation // s.world}{over} = {s.generation_batch} completions) must be "
+                            f"a multiple of num_generations {s.num_generations}")
         if s.micro_per_generation % s.accum and s.accum % s.micro_per_generation:
             problems.append(f"steps_per_generation x num_iterations ({s.micro_per_generation}) and "
                             f"gradient_accumulation_steps ({s.accum}) must divide one another, so that generation "
@@ -236,55 +254,76 @@ def validate_config(cfg) -> None:
 # ===================================================================== the loop
 
 def train_grpo(cfg: GRPOConfig) -> int:
+    from biopost import distributed
+    from biopost.runtime import rank_info
+    from biopost.signals import StopFlag
+
+    validate_config(cfg)
+    stop = StopFlag()  # install first: a signal during set-up must not kill the job uncheckpointed
+    try:
+        return _train_grpo(cfg, stop, rank_info())
+    finally:
+        stop.restore()
+        distributed.teardown()
+
+
+def _train_grpo(cfg: GRPOConfig, stop, rank) -> int:
     from tqdm import tqdm
 
+    from biopost import distributed
     from biopost.data.examples import encode_prompt
     from biopost.eval.run import cache_lookup
     from biopost.generate.engine import ENGINES, build_engine
     from biopost.rewards import resolve_rewards
     from biopost.runtime import autocast
-    from biopost.signals import StopFlag
     from biopost.train import checkpoint as ckpt_lib
     from biopost.train import recipe
     from biopost.train.grpo_policy import make_reference
     from biopost.train.grpo_rollouts import Rollouts, SamplingSettings
-    from biopost.train.log import JsonlLog
+    from biopost.train.log import JsonlLog, NullLog
     from biopost.train.warm_start import init_source, load_policy
 
-    validate_config(cfg)
-    stop = StopFlag()  # install first: a signal during set-up must not kill the job uncheckpointed
-    out, task = recipe.start_run(cfg, "grpo")
+    main_rank = rank.is_main   # the one writer of the run directory
+    out, task = recipe.start_run(cfg, "grpo", create=main_rank)
     rewards = resolve_rewards(list(cfg.reward_funcs), [float(w) for w in cfg.reward_weights], task=task)
     ENGINES.get(cfg.engine)  # an unknown engine fails before anything loads
-    sched = schedule_from_config(cfg)
+    sched = schedule_from_config(cfg, rank.world)
     resume_from = ckpt_lib.resolve_resume(cfg.resume, out)
+    layout = {"world_size": rank.world, "micro_batches_per_step": sched.accum,
+              "steps_per_generation": sched.steps_per_generation}
     extra = {"stage": "grpo", "modality": task.modality,
              "init_source": init_source(cfg, out, resumed=resume_from is not None),
              "generation": {"generation_batch_completions": sched.generation_batch,
                             "prompts_per_generation": sched.prompts_per_generation,
                             "steps_per_generation": sched.steps_per_generation,
-                            "old_policy_pass": sched.needs_old_logps}}
-    save_config(cfg, out / "config.yaml", extra=extra)
+                            "old_policy_pass": sched.needs_old_logps},
+             "global_batch_size": sched.batch * sched.accum, **layout}
+    if main_rank:
+        save_config(cfg, out / "config.yaml", extra=extra)
     if cfg.num_train_epochs == 0 and cfg.max_steps <= 0:
         log("[grpo] num_train_epochs is 0: nothing to train")
         return 0
-    device = recipe.prepare_device(cfg)
+    device = recipe.prepare_device(cfg, multi_process=True)
+    distributed.init(device, cfg.distributed_timeout_minutes)
 
     # ---------------------------------------------------------------- data (prompts + gold; no reasoning needed)
     _, reports, train_rows = recipe.load_training_rows(task, cfg, "grpo")
 
     # ---------------------------------------------------------------- model, reference, prompts, embeddings
-    model = load_policy(cfg, task.modality, device, out, resume_from, log)
+    model = load_policy(cfg, task.modality, device, out, resume_from, log, main=main_rank)
+    net = distributed.wrap(model, device)   # DDP starts every rank from rank 0's weights
     extra["policy"] = {"text_model_name": model.spec.text_model_name, "encoders": model.spec.encoders,
                        "lora_rank": model.spec.lora_rank if model.is_lora else 0}
-    save_config(cfg, out / "config.yaml", extra=extra)  # now with what the policy turned out to be
-    reference = make_reference(cfg, model, out, resume_from)
+    if main_rank:
+        save_config(cfg, out / "config.yaml", extra=extra)  # now with what the policy turned out to be
+    reference = make_reference(cfg, model, out, resume_from, write=main_rank)
     prompts, prompt_rows = [], []
     for i, row in enumerate(train_rows):
         prompts.append(encode_prompt(model, task, row, cfg.max_length_text, cfg.system_prompt or None, f"train[{i}]"))
         prompt_rows.append(dict(row, gold=task.gold(row)))
-    write_json(out / "data_report.json", {"splits": {s: r.to_dict() for s, r in reports.items()},
-                                          "train_rows_used": len(train_rows)})
+    if main_rank:
+        write_json(out / "data_report.json", {"splits": {s: r.to_dict() for s, r in reports.items()},
+                                              "train_rows_used": len(train_rows)})
     embeddings = cache_lookup(recipe.embedding_caches(model, prompts, cfg, "grpo"))
 
     # ---------------------------------------------------------------- optimizer and schedule
@@ -301,43 +340,48 @@ def train_grpo(cfg: GRPOConfig) -> int:
     optimizer, scheduler = recipe.make_optimizer(params, cfg, total_steps)
     log(f"[grpo] {n} prompts; generation batch {sched.prompts_per_generation} prompts x G={cfg.num_generations} = "
         f"{sched.generation_batch} completions in {sched.steps_per_generation} micro-batches of {sched.batch}, "
-        f"used {sched.num_iterations}x; {cfg.gradient_accumulation_steps} micro-batches per optimizer step; "
+        f"used {sched.num_iterations}x; {sched.accum} micro-batches per optimizer step; world size {rank.world}; "
         f"{per_epoch} generation batches per epoch; {total_steps} optimizer steps; old-policy pass: "
         f"{'yes' if sched.needs_old_logps else 'no (ratio is 1)'}; {sum(p.numel() for p in params):,} trainable "
         f"parameters; device {device}")
 
     step = 0
     if resume_from is not None:
-        state = ckpt_lib.load_optimizer_state(resume_from, optimizer, scheduler)
+        state = ckpt_lib.load_optimizer_state(resume_from, optimizer, scheduler, rank=rank.rank, world=rank.world)
         step = state["step"]
+        check_resume_layout(state, layout, resume_from)
         if not sched.boundary(step) and step < total_steps:
             raise CheckpointError(f"{resume_from}: step {step} is not at a generation-batch boundary of this config "
                                   f"(batch settings changed since the checkpoint?)")
-    train_log = JsonlLog(out / "train_log.jsonl", resume_step=step if resume_from is not None else None)
+    resume_step = step if resume_from is not None else None
+    train_log = JsonlLog(out / "train_log.jsonl", resume_step=resume_step) if main_rank else NullLog()
 
     def save(step_now: int):
-        gens = step_now * sched.accum // sched.micro_per_generation
-        state = {"step": step_now, "epoch": gens // per_epoch, "generation_batches": gens, "total_steps": total_steps,
-                 "stage": "grpo"}
-        return ckpt_lib.save_checkpoint(out, step_now, model.save, optimizer, scheduler, state,
-                                        keep_last=cfg.save_total_limit)
+        rngs = distributed.gather_to_main(ckpt_lib.capture_rng())   # each rank's dropout stream
+        if main_rank:
+            gens = step_now * sched.accum // sched.micro_per_generation
+            state = {"step": step_now, "epoch": gens // per_epoch, "generation_batches": gens,
+                     "total_steps": total_steps, "stage": "grpo", **layout}
+            ckpt_lib.save_checkpoint(out, step_now, model.save, optimizer, scheduler, state,
+                                     keep_last=cfg.save_total_limit, other_ranks_rng=rngs[1:])
+        distributed.barrier()   # no rank goes on (or exits) while rank 0 writes
 
     amp = lambda: autocast(device, cfg.bf16)  # noqa: E731  (a fresh region per pass: see ReferencePolicy)
     engine = build_engine(cfg.engine, model, embeddings, device=device, autocast_ctx=amp)
     rollouts = Rollouts(model=model, engine=engine, prompts=prompts, rows=prompt_rows, rewards=rewards,
                         schedule=sched, per_epoch=per_epoch, settings=SamplingSettings.from_config(cfg),
-                        embeddings=embeddings, reference=reference, device=device, autocast=amp)
+                        embeddings=embeddings, reference=reference, device=device, autocast=amp, rank=rank.rank)
 
     # ---------------------------------------------------------------- the loop
     bar = tqdm(total=total_steps, initial=step, desc="grpo", unit="step", dynamic_ncols=True,
-               mininterval=1.0 if sys.stderr.isatty() else 30.0)
+               disable=not main_rank, mininterval=1.0 if sys.stderr.isatty() else 30.0)
     exit_code = 0
     last_saved = step if resume_from is not None else -1
     save_due = False
     buffer = None
     while step < total_steps:
         t0 = time.perf_counter()
-        buffer, result = optimizer_step(model, rollouts, buffer, step, sched, cfg, amp)
+        buffer, result = optimizer_step(model, net, rollouts, buffer, step, sched, cfg, amp, rank.rank)
         grad_norm = recipe.clip_and_step(params, optimizer, scheduler, cfg.max_grad_norm)
         engine.sync_weights(model)  # the next rollout samples from the updated policy
         step += 1
@@ -357,43 +401,63 @@ def train_grpo(cfg: GRPOConfig) -> int:
         if (at_boundary and (save_due or epoch_done)) or step == total_steps:
             save(step)
             last_saved, save_due = step, False
-        if stop and step < total_steps and at_boundary:
+        if at_boundary and step < total_steps and distributed.any_rank(bool(stop)):
             if last_saved != step:
                 save(step)
-            log(f"[grpo] received signal {stop.requested}: checkpointed step {step}/{total_steps}, "
+            got = signal.Signals(stop.requested).name if stop else "none, another rank's"
+            log(f"[grpo] received a stop signal (rank 0: {got}): checkpointed step {step}/{total_steps}, "
                 f"exiting with {REQUEUE_EXIT_CODE} (requeue)")
             exit_code = REQUEUE_EXIT_CODE
             break
     bar.close()
     train_log.close()
-    stop.restore()
-    if exit_code == 0:
+    if exit_code == 0 and main_rank:
         record_done(out, "grpo", step, total_steps)
         from biopost.train.grpo_summary import write_grpo_summary
         summary = write_grpo_summary(out)  # the runner puts it in status.json; the harvester notes it
         if summary["no_learning_signal"]:
             log(f"[grpo] no learning signal: every group of all {summary['steps']} logged steps had zero "
                 f"reward std (mean reward {summary['mean_reward']}), so every advantage was 0")
+    distributed.barrier()   # train_done.json is written before any rank reports success
     return exit_code
 
 
-def optimizer_step(model, rollouts, buffer, step: int, sched: Schedule, cfg, amp):
+def check_resume_layout(saved: dict, layout: dict, resume_from) -> None:
+    """A checkpoint resumes under any world size whose micro-batch counts per step and per generation
+    batch (over all ranks) are the ones it was written with: its step then means the same data."""
+    keys = ("micro_batches_per_step", "steps_per_generation")
+    if all(saved.get(k, layout[k]) == layout[k] for k in keys):
+        return
+    raise CheckpointError(f"--resume {resume_from}: that run took {saved.get('micro_batches_per_step')} micro-batches "
+                          f"per step and {saved.get('steps_per_generation')} per generation batch (world size "
+                          f"{saved.get('world_size')}); this one would take {layout['micro_batches_per_step']} and "
+                          f"{layout['steps_per_generation']} (world size {layout['world_size']}). Keep world size x "
+                          f"--gradient_accumulation_steps and world size x --steps_per_generation as they were")
+
+
+def optimizer_step(model, net, rollouts, buffer, step: int, sched: Schedule, cfg, amp, rank: int = 0):
     """The forward / backward passes of optimizer step `step` (gradients accumulated, no update):
-    a new generation batch whenever the previous one is used up, else its next micro-batch.
-    Returns (the current generation batch, what to log)."""
+    a new generation batch whenever the previous one is used up (every rank takes part), else its
+    next micro-batch; this rank runs micro-batches rank, rank + W, ... of the step. Each loss is
+    multiplied by W because DDP averages the ranks' gradients. Returns (the current generation
+    batch, what to log, summed over ranks)."""
+    from biopost import distributed
     gen_seconds, gen_stats, sums, loss_total, ratio_dev = 0.0, [], {}, 0.0, 0.0
     eps_low = cfg.epsilon
     eps_high = cfg.epsilon if cfg.epsilon_high is None else cfg.epsilon_high
+    mine = [a for a in range(sched.accum) if a % sched.world == rank]
     for a in range(sched.accum):
         m = step * sched.accum + a                      # global micro-step
         if m % sched.micro_per_generation == 0:
             buffer = rollouts(m // sched.micro_per_generation)
             gen_seconds += buffer.seconds
             gen_stats.append(buffer.stats)
+        if a % sched.world != rank:
+            continue
         mb = buffer.micro[m % sched.steps_per_generation]
         model.train()
-        with amp():
-            logps, entropies = completion_logps(model, mb, cfg.temperature, cfg.logprob_chunk_tokens)
+        with distributed.no_sync(net, sync=a == mine[-1]), amp():
+            logps, entropies = completion_logps(model, mb, cfg.temperature, cfg.logprob_chunk_tokens, forward=net)
             loss, stats = grpo_loss(logps, mb.old_logps, mb.ref_logps, mb.advantages, mb.loss_mask,
                                     loss_type=cfg.loss_type, beta=cfg.beta, epsilon_low=eps_low,
                                     epsilon_high=eps_high, importance_sampling_level=cfg.importance_sampling_level,
@@ -401,7 +465,7 @@ def optimizer_step(model, rollouts, buffer, step: int, sched: Schedule, cfg, amp
                                     num_items_in_batch=buffer.num_items,
                                     steps_per_generation=sched.steps_per_generation,
                                     use_bias_correction_kl=cfg.use_bias_correction_kl, delta=cfg.delta)
-        loss.backward()
+            (loss * sched.world if sched.world > 1 else loss).backward()
         loss_total += float(loss.detach())
         stats["entropy"] = ((entropies * mb.loss_mask).sum(), mb.loss_mask.sum())
         ratio_dev = max(ratio_dev, float(stats.pop("ratio_max_abs_dev")[0]))
@@ -409,6 +473,11 @@ def optimizer_step(model, rollouts, buffer, step: int, sched: Schedule, cfg, amp
             acc = sums.setdefault(k, [0.0, 0.0])
             acc[0] += float(s)
             acc[1] += float(c)
+    if sched.world > 1:   # every rank ran the same micro-batch count, so the same stat keys
+        keys = sorted(sums)
+        flat = distributed.sums_across([loss_total] + [x for k in keys for x in sums[k]])
+        loss_total, sums = flat[0], {k: flat[1 + 2 * i:3 + 2 * i] for i, k in enumerate(keys)}
+        ratio_dev = distributed.max_across(ratio_dev)
     n_generated = len(gen_stats)
     if not gen_stats:           # a reused generation batch: report the rollout it came from
         gen_stats = [buffer.stats]

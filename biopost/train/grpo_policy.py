@@ -57,23 +57,27 @@ def build_micro_batch(model, prompts, completions: list[list[int]], advantages, 
                       advantages=torch.as_tensor(advantages, dtype=torch.float32).to(device))
 
 
-def completion_logps(model, mb: MicroBatch, temperature: float = 1.0, chunk_tokens: int = 4096):
+def completion_logps(model, mb: MicroBatch, temperature: float = 1.0, chunk_tokens: int = 4096, forward=None):
     """(log-probs, entropies) of the completion tokens, each (B, C), zero outside the loss mask.
+    `forward`: the module the pass goes through when it is not `model` itself (its DDP wrapper).
 
     Only completion positions go through the LM head (never the prompt: a 150k vocabulary makes
     full logits the largest tensor of the step); with gradient, chunks beyond `chunk_tokens` are
     recomputed in the backward pass instead of keeping their logits. Entropies are detached."""
     import torch
     from torch.utils.checkpoint import checkpoint
-    hidden = model(Batch(input_ids=mb.input_ids, attention_mask=mb.attention_mask, bio_features=mb.bio_features,
+    hidden = (forward or model)(Batch(input_ids=mb.input_ids, attention_mask=mb.attention_mask, bio_features=mb.bio_features,
                          position_ids=mb.position_ids)).hidden
     P, C = mb.prompt_width, mb.completion_ids.shape[1]
     h = hidden[:, P - 1:P + C - 1]          # position t predicts token t + 1
     sel = mb.loss_mask.bool()
     zeros = h.new_zeros(sel.shape, dtype=torch.float32)
-    if not bool(sel.any()):
-        return zeros + hidden.sum() * 0.0, zeros.detach()
     head = model.lm_head()
+    if not bool(sel.any()):
+        # nothing in the loss: zero gradients, but through every trainable tensor of the pass (a
+        # trained LM head included), which DDP's reducer expects from each rank at every step
+        anchor = sum((p.sum() * 0.0 for p in head.parameters() if p.requires_grad), hidden.sum() * 0.0)
+        return zeros + anchor, zeros.detach()
     hs, targets = h[sel], mb.completion_ids[sel]
 
     def score(hs_chunk, t_chunk):
@@ -143,9 +147,11 @@ def save_tensors(tensors: dict, path: Path) -> None:
 
 
 
-def make_reference(cfg, model, out: Path, resume_from) -> ReferencePolicy | None:
+def make_reference(cfg, model, out: Path, resume_from, write: bool = True) -> ReferencePolicy | None:
     """The KL reference (None with beta 0): captured from the policy as this run first started and
-    written to <output_dir>/reference.safetensors, so a resumed run compares against the same one."""
+    written to <output_dir>/reference.safetensors (by the process with `write`: rank 0; the others
+    capture the same tensors from their identical policy), so a resumed run compares against the
+    same one."""
     if cfg.beta == 0.0:
         return None
     from biopost.config import ConfigError
@@ -161,6 +167,7 @@ def make_reference(cfg, model, out: Path, resume_from) -> ReferencePolicy | None
         ref_tensors = load_file(str(ref_path))
     else:
         ref_tensors = ReferencePolicy.capture(model)
-        save_tensors(ref_tensors, ref_path)
+        if write:
+            save_tensors(ref_tensors, ref_path)
     fresh_adapter = cfg.init == "base" or cfg.merge_sft
     return ReferencePolicy(model, ref_tensors, disable_adapter=fresh_adapter or cfg.reference == "base")

@@ -17,12 +17,15 @@ from biopost.train.recipe import epoch_order
 
 @dataclass(frozen=True)
 class Schedule:
-    """The batch arithmetic, in one place (see the module docstring)."""
+    """The batch arithmetic, in one place (see the module docstring). Counts are over all ranks:
+    under W processes `accum` and `steps_per_generation` are W x the flags, and rank r runs
+    micro-batches r, r+W, ... of each (biopost.train.grpo's docstring)."""
     batch: int                   # completions per micro-batch
     accum: int                   # micro-batches per optimizer step
     steps_per_generation: int    # micro-batches per generation batch
     num_iterations: int
     num_generations: int
+    world: int = 1
 
     @property
     def generation_batch(self) -> int:     # completions per generation batch
@@ -49,10 +52,10 @@ class Schedule:
         return math.ceil(n_generation_batches * self.micro_per_generation / self.accum)
 
 
-def schedule_from_config(cfg) -> Schedule:
+def schedule_from_config(cfg, world: int = 1) -> Schedule:
     spg = cfg.steps_per_generation or cfg.gradient_accumulation_steps
-    return Schedule(cfg.per_device_train_batch_size, cfg.gradient_accumulation_steps, spg,
-                    cfg.num_iterations, cfg.num_generations)
+    return Schedule(cfg.per_device_train_batch_size, cfg.gradient_accumulation_steps * world, spg * world,
+                    cfg.num_iterations, cfg.num_generations, world)
 
 
 @dataclass
@@ -86,8 +89,8 @@ class Rollouts:
     """Generation batch g of a GRPO run (see biopost.train.grpo's module docstring)."""
 
     def __init__(self, *, model, engine, prompts: list, rows: list, rewards: list, schedule, per_epoch: int,
-                 settings: SamplingSettings, embeddings, reference, device, autocast):
-        self.model, self.engine = model, engine
+                 settings: SamplingSettings, embeddings, reference, device, autocast, rank: int = 0):
+        self.model, self.engine, self.rank = model, engine, rank
         self.prompts, self.rows = prompts, rows          # encoded prompts; rows with their gold
         self.rewards = rewards                           # [(name, fn, weight)]
         self.sched, self.per_epoch, self.s = schedule, per_epoch, settings
@@ -100,17 +103,35 @@ class Rollouts:
         per = self.sched.prompts_per_generation
         return epoch_order(len(self.prompts), self.s.seed, e)[j * per:(j + 1) * per]
 
+    def chunk_size(self, n: int) -> int:
+        """Completions per engine call: --rollout_batch_size, or the whole generation batch split
+        evenly over the ranks (one call per rank, as TRL's per-device generation)."""
+        return self.s.rollout_batch_size or math.ceil(n / self.sched.world)
+
     def generate(self, group_prompts: list, g: int) -> list:
-        from biopost.generate.sampling import SamplingConfig
-        s = self.s
-        chunk = s.rollout_batch_size or len(group_prompts)
-        gens = []
-        for c, start in enumerate(range(0, len(group_prompts), chunk)):
+        """The generation batch's completions, in order. Chunk c (of `chunk_size` completions) is
+        sampled with a generator seeded by (seed, g, c) by rank c mod W, and the ranks exchange
+        theirs: every rank holds the whole batch (a group's advantages need all of its rewards),
+        and each chunk's draws are those one process makes with the same --rollout_batch_size."""
+        from biopost import distributed
+        from biopost.generate.sampling import Generation, SamplingConfig
+        s, world = self.s, self.sched.world
+        chunk = self.chunk_size(len(group_prompts))
+        starts = list(range(0, len(group_prompts), chunk))
+        mine = {}
+        for c, start in enumerate(starts):
+            if c % world != self.rank:
+                continue
             sampling = SamplingConfig(max_new_tokens=s.max_completion_length, do_sample=True,
                                       temperature=s.temperature, top_p=s.top_p, top_k=s.top_k,
                                       seed=(s.seed * 1_000_003 + g) * 1_009 + c)
-            gens += self.engine.generate(group_prompts[start:start + chunk], sampling)
-        return gens
+            mine[c] = self.engine.generate(group_prompts[start:start + chunk], sampling)
+        if world == 1:
+            return [x for c in range(len(starts)) for x in mine[c]]
+        # only what the loss and the rewards read travels (extras may hold tensors)
+        light = {c: [(x.tokens, x.text, x.stopped, x.prompt_length) for x in gens] for c, gens in mine.items()}
+        every = {c: v for part in distributed.all_gather(light) for c, v in part.items()}
+        return [Generation(list(t), text, stopped, plen) for c in range(len(starts)) for t, text, stopped, plen in every[c]]
 
     def __call__(self, g: int) -> Rollout:
         """Generation batch g: sample, score, compute advantages and the old / reference log-probs."""
@@ -135,6 +156,9 @@ class Rollouts:
         lengths = torch.tensor([len(x.tokens) for x in gens], dtype=torch.float32)
         micro = []
         for k in range(sched.steps_per_generation):
+            if k % sched.world != self.rank:    # another rank's micro-batch
+                micro.append(None)
+                continue
             sl = slice(k * sched.batch, (k + 1) * sched.batch)
             mb = build_micro_batch(self.model, group_prompts[sl], [x.tokens for x in gens[sl]], advantages[sl],
                                    self.embeddings, self.device, truncated=truncated[sl],
@@ -146,7 +170,10 @@ class Rollouts:
                 with self.reference.active(), self.autocast():
                     mb.ref_logps = completion_logps(self.model, mb, s.temperature, s.logprob_chunk_tokens)[0]
             micro.append(mb)
-        num_items = int(sum(int(mb.loss_mask.sum()) for mb in micro))
+        # loss tokens of the whole batch, every rank's micro-batches included (dapo's normalizer):
+        # what the micro-batches' loss masks would sum to
+        num_items = sum(len(x.tokens) for x, cut in zip(gens, truncated.tolist())
+                        if not (cut and s.mask_truncated_completions))
         stats = {"reward": float(total.mean()), "reward_std": float(total.std()),
                  "frac_reward_zero_std": float(torch.isclose(group_std, torch.zeros_like(group_std)).float().mean()),
                  "completion_length": float(lengths.mean()), "completion_length_min": float(lengths.min()),

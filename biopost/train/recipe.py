@@ -38,15 +38,15 @@ def start_run(cfg, stage: str, create: bool = True):
 
 def prepare_device(cfg, multi_process: bool = False):
     """The device of this process, deterministic kernels on CPU (bit-exact resume), seeds set (the
-    same seed on every rank: identical fresh weights). A stage that does not run under DDP
-    (`multi_process` False: GRPO) refuses a world size above 1 instead of running W unsynchronized
+    same seed on every rank: identical fresh weights). A stage not written for DDP
+    (`multi_process` False) refuses a world size above 1 instead of running W unsynchronized
     copies that write the same files."""
     from biopost.runtime import deterministic_on_cpu, pick_device, rank_info, seed_everything
     rank = rank_info()
     if rank.world > 1 and not multi_process:
         from biopost.config import ConfigError
         raise ConfigError(f"this stage runs in one process only (world size {rank.world} from {rank.source}); "
-                          f"SFT and CPT are the stages that run under torchrun / DDP so far: launch it without torchrun")
+                          f"launch it without torchrun (CPT, SFT and GRPO are the stages that run under torchrun / DDP)")
     device = pick_device(cfg.device)
     deterministic_on_cpu(device)
     seed_everything(cfg.seed)
@@ -123,6 +123,8 @@ def clip_and_step(params, optimizer, scheduler, max_grad_norm: float):
     """Clip (0 = no clipping, the norm is still measured), step, zero the gradients; the norm."""
     import torch
     grad_norm = torch.nn.utils.clip_grad_norm_(params, max_grad_norm if max_grad_norm > 0 else float("inf"))
+    if hasattr(grad_norm, "full_tensor"):   # sharded parameters (FSDP2): the norm is a DTensor
+        grad_norm = grad_norm.full_tensor()
     optimizer.step()
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)

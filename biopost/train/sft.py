@@ -99,6 +99,9 @@ class SFTConfig:
     encoder_batch_size: int = F(16, "sequences per encoder forward pass when filling the embedding cache")
     cache_dir: Optional[str] = F(None, "embedding cache root (default: $BIOPOST_CACHE_DIR)")
     # several processes (torchrun)
+    parallel: str = F("auto", "under torchrun: ddp (every rank holds the whole model) or fsdp (FSDP2: weights, "
+                              "gradients and Adam state sharded over the ranks); auto: fsdp for full fine-tuning, "
+                              "ddp for LoRA and projector-only training")
     distributed_timeout_minutes: float = F(60.0, "under torchrun: how long a rank waits in a collective before "
                                                  "failing (rank 0 runs the monitor's probes while the others wait)")
 
@@ -123,6 +126,8 @@ def validate_config(cfg) -> None:
     for name in ("save_steps", "logging_steps"):
         if getattr(cfg, name) < 1:
             problems.append(f"{name} must be >= 1, got {getattr(cfg, name)}")
+    if cfg.parallel not in ("auto", "ddp", "fsdp"):
+        problems.append(f"parallel must be auto, ddp or fsdp, got {cfg.parallel!r}")
     if cfg.eval_every < 0:
         problems.append(f"eval_every must be >= 0 (0 = off), got {cfg.eval_every}")
     if problems:
@@ -310,10 +315,17 @@ def _train_sft(cfg: SFTConfig, stop, rank) -> int:
     accum, packed = batch_info["micro_batches_per_step"], cfg.tokens_per_micro_batch > 0   # over all ranks
     per_epoch, total_steps = plan_steps(cfg, lengths, accum)
     model.loss_chunk_tokens = cfg.loss_chunk_tokens
+    mode = distributed.parallel_mode(cfg.parallel, full_finetune=not model.is_lora and not model.spec.frozen_llm)
+    if mode == "fsdp" and rank.world > 1 and cfg.eval_every > 0:
+        raise ConfigError("--eval_every: the OOD monitor generates on rank 0 alone, which a model sharded over the "
+                          "ranks (--parallel fsdp, the default for full fine-tuning) cannot do; use --parallel ddp "
+                          "or --eval_every 0")
+    net = distributed.wrap(model, device, mode)   # before the optimizer: FSDP2 replaces the parameters
     params = model.trainable_parameters()
     optimizer, scheduler = recipe.make_optimizer(params, cfg, total_steps)
     log(f"[sft] {len(examples)} examples, {per_epoch[0]} optimizer steps per epoch, {total_steps} in total; "
-        f"{sum(p.numel() for p in params):,} trainable parameters; device {device}; world size {rank.world}, "
+        f"{sum(p.numel() for p in params):,} trainable parameters; device {device}; world size {rank.world}"
+        f"{' (' + mode + ')' if rank.world > 1 else ''}, "
         f"global batch {batch_info}")
 
     step, epoch, micro = 0, 0, 0
@@ -321,13 +333,13 @@ def _train_sft(cfg: SFTConfig, stop, rank) -> int:
     sched = {"micro_batches_per_step": accum, "per_device_train_batch_size": cfg.per_device_train_batch_size,
              "tokens_per_micro_batch": cfg.tokens_per_micro_batch}
     if resume_from is not None:
-        state = ckpt_lib.load_optimizer_state(resume_from, optimizer, scheduler, rank=rank.rank, world=rank.world)
+        state = ckpt_lib.load_optimizer_state(resume_from, optimizer, scheduler, rank=rank.rank, world=rank.world,
+                                              load_optimizer=lambda st: distributed.load_optimizer_state(net, optimizer, st))
         check_resume_schedule(state, sched, resume_from)
         step, epoch, micro = state["step"], state["epoch"], state["micro"]
         monitor_state = state.get("monitor", {})
     resume_step = step if resume_from is not None else None
     train_log = JsonlLog(out / "train_log.jsonl", resume_step=resume_step) if main_rank else NullLog()
-    net = distributed.wrap(model, device)
 
     monitor = None
     if cfg.eval_every > 0 and main_rank:   # rank 0 evaluates; its decisions are broadcast
@@ -336,11 +348,15 @@ def _train_sft(cfg: SFTConfig, stop, rank) -> int:
 
     def save(step_now: int, labels=("last",)):
         rngs = distributed.gather_to_main(ckpt_lib.capture_rng())   # each rank's dropout stream
+        opt_state = distributed.optimizer_state(net, optimizer)      # gathered from the shards under FSDP
+        full = distributed.full_model_state(net)
         if main_rank:
             state = {"step": step_now, "epoch": epoch, "micro": micro, "total_steps": total_steps, "stage": "sft",
-                     "monitor": monitor.state() if monitor else {}, "schedule": sched, "world_size": rank.world}
-            ckpt_lib.save_checkpoint(out, step_now, model.save, optimizer, scheduler, state,
-                                     keep_last=cfg.save_total_limit, labels=labels, other_ranks_rng=rngs[1:])
+                     "monitor": monitor.state() if monitor else {}, "schedule": sched, "world_size": rank.world,
+                     "parallel": mode if rank.world > 1 else None}
+            ckpt_lib.save_checkpoint(out, step_now, lambda d: model.save(d, state=full), optimizer, scheduler,
+                                     state, keep_last=cfg.save_total_limit, labels=labels,
+                                     other_ranks_rng=rngs[1:], optimizer_state=opt_state)
         distributed.barrier()   # no rank goes on (or exits) while rank 0 writes
 
     def collate(rows_):

@@ -65,9 +65,10 @@ def policy_lora_rank(cfg, resume_from) -> int:
     return 0 if spec.get("merged") else int(spec.get("lora_rank", 0))
 
 
-def build_policy(cfg, modality: str, device, dtype, out: Path):
+def build_policy(cfg, modality: str, device, dtype, out: Path, main: bool = True):
     """The policy GRPO starts from (not a resume): cold from the base models, the SFT checkpoint
-    itself, or the SFT model merged into the base with a fresh adapter."""
+    itself, or the SFT model merged into the base with a fresh adapter (written by the `main`
+    process, rank 0, while the other ranks wait, then read by all)."""
     import gc
 
     import torch
@@ -82,16 +83,19 @@ def build_policy(cfg, modality: str, device, dtype, out: Path):
     if not cfg.merge_sft:
         return BioReasoningModel.load(sft, device=device, dtype=dtype, is_trainable=True,
                                       trust_remote_code=cfg.trust_remote_code)
-    sft_model = BioReasoningModel.load(sft, device=device, dtype=dtype, is_trainable=False,
-                                       trust_remote_code=cfg.trust_remote_code)
-    merged = out / MERGED_SFT_DIR
-    shutil.rmtree(merged, ignore_errors=True)
-    sft_model.merge(merged)     # records its own absolute path as the text model: later checkpoints load it
-    encoders = sft_model.encoders
-    del sft_model
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
+    from biopost import distributed
+    merged, encoders = out / MERGED_SFT_DIR, None
+    if main:
+        sft_model = BioReasoningModel.load(sft, device=device, dtype=dtype, is_trainable=False,
+                                           trust_remote_code=cfg.trust_remote_code)
+        shutil.rmtree(merged, ignore_errors=True)
+        sft_model.merge(merged)     # records its own absolute path as the text model: later checkpoints load it
+        encoders = sft_model.encoders
+        del sft_model
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    distributed.barrier()
     spec = ModelSpec.from_json(json.loads((merged / MODEL_CONFIG).read_text()))
     spec.merged = False
     spec.lora_rank, spec.lora_alpha, spec.lora_dropout = cfg.lora_rank, cfg.lora_alpha, cfg.lora_dropout
@@ -102,7 +106,7 @@ def build_policy(cfg, modality: str, device, dtype, out: Path):
 
 
 
-def load_policy(cfg, modality: str, device, out: Path, resume_from, log):
+def load_policy(cfg, modality: str, device, out: Path, resume_from, log, main: bool = True):
     """The policy this run trains: resumed from its own checkpoint or built by `build_policy`, with
     the RL settings (LoRA dropout, gradient checkpointing) applied."""
     from biopost.model.bio_model import BioReasoningModel
@@ -115,7 +119,7 @@ def load_policy(cfg, modality: str, device, out: Path, resume_from, log):
         model = BioReasoningModel.load(resume_from, device=device, dtype=dtype, is_trainable=True,
                                        trust_remote_code=cfg.trust_remote_code)
     else:
-        model = build_policy(cfg, modality, device, dtype, out)
+        model = build_policy(cfg, modality, device, dtype, out, main)
     if model.is_lora and model.spec.lora_dropout != cfg.lora_dropout:
         # a continued SFT adapter brings its own dropout; in RL it would make the ratio noisy
         log(f"[grpo] LoRA dropout {model.spec.lora_dropout} -> {cfg.lora_dropout} (--lora_dropout)")
