@@ -3,7 +3,8 @@
 Readable top to bottom: config, batch schedule, then the loop. The rest lives beside it, by
 concern: grpo_loss.py (advantages, the per-token loss: pure tensor math), grpo_policy.py
 (micro-batches, completion log-probs, the reference policy), warm_start.py (SFT warm / cold
-start), grpo_rollouts.py (generation batches: sample, score, old / reference log-probs).
+start), grpo_rollouts.py (generation batches: sample, score, old / reference log-probs),
+grpo_step.py (the passes of one optimizer step).
 
 The algorithm as written (and as TRL 1.16's GRPOTrainer computes it, which a test checks):
   1. Rollouts. For each prompt, G = num_generations completions from the current policy through
@@ -88,9 +89,9 @@ from biopost.config import ConfigError, F, save_config
 from biopost.errors import CheckpointError
 from biopost.signals import REQUEUE_EXIT_CODE
 from biopost.stage import run_stage
-from biopost.train.grpo_loss import IS_LEVELS, LOSS_TYPES, SCALE_REWARDS, grpo_loss
-from biopost.train.grpo_policy import completion_logps
+from biopost.train.grpo_loss import IS_LEVELS, LOSS_TYPES, SCALE_REWARDS
 from biopost.train.grpo_rollouts import Schedule, schedule_from_config
+from biopost.train.grpo_step import check_resume_layout, optimizer_step
 from biopost.train.recipe import log, record_done, write_json
 
 
@@ -253,6 +254,16 @@ def validate_config(cfg) -> None:
 
 # ===================================================================== the loop
 
+def run_record(task, sched: Schedule, layout: dict, init: dict) -> dict:
+    """What config.yaml records beside the flags: the start, the batch layout over all ranks."""
+    return {"stage": "grpo", "modality": task.modality, "init_source": init,
+            "generation": {"generation_batch_completions": sched.generation_batch,
+                           "prompts_per_generation": sched.prompts_per_generation,
+                           "steps_per_generation": sched.steps_per_generation,
+                           "old_policy_pass": sched.needs_old_logps},
+            "global_batch_size": sched.batch * sched.accum, **layout}
+
+
 def train_grpo(cfg: GRPOConfig) -> int:
     from biopost import distributed
     from biopost.runtime import rank_info
@@ -291,13 +302,7 @@ def _train_grpo(cfg: GRPOConfig, stop, rank) -> int:
     resume_from = ckpt_lib.resolve_resume(cfg.resume, out)
     layout = {"world_size": rank.world, "micro_batches_per_step": sched.accum,
               "steps_per_generation": sched.steps_per_generation}
-    extra = {"stage": "grpo", "modality": task.modality,
-             "init_source": init_source(cfg, out, resumed=resume_from is not None),
-             "generation": {"generation_batch_completions": sched.generation_batch,
-                            "prompts_per_generation": sched.prompts_per_generation,
-                            "steps_per_generation": sched.steps_per_generation,
-                            "old_policy_pass": sched.needs_old_logps},
-             "global_batch_size": sched.batch * sched.accum, **layout}
+    extra = run_record(task, sched, layout, init_source(cfg, out, resumed=resume_from is not None))
     if main_rank:
         save_config(cfg, out / "config.yaml", extra=extra)
     if cfg.num_train_epochs == 0 and cfg.max_steps <= 0:
@@ -420,71 +425,6 @@ def _train_grpo(cfg: GRPOConfig, stop, rank) -> int:
                 f"reward std (mean reward {summary['mean_reward']}), so every advantage was 0")
     distributed.barrier()   # train_done.json is written before any rank reports success
     return exit_code
-
-
-def check_resume_layout(saved: dict, layout: dict, resume_from) -> None:
-    """A checkpoint resumes under any world size whose micro-batch counts per step and per generation
-    batch (over all ranks) are the ones it was written with: its step then means the same data."""
-    keys = ("micro_batches_per_step", "steps_per_generation")
-    if all(saved.get(k, layout[k]) == layout[k] for k in keys):
-        return
-    raise CheckpointError(f"--resume {resume_from}: that run took {saved.get('micro_batches_per_step')} micro-batches "
-                          f"per step and {saved.get('steps_per_generation')} per generation batch (world size "
-                          f"{saved.get('world_size')}); this one would take {layout['micro_batches_per_step']} and "
-                          f"{layout['steps_per_generation']} (world size {layout['world_size']}). Keep world size x "
-                          f"--gradient_accumulation_steps and world size x --steps_per_generation as they were")
-
-
-def optimizer_step(model, net, rollouts, buffer, step: int, sched: Schedule, cfg, amp, rank: int = 0):
-    """The forward / backward passes of optimizer step `step` (gradients accumulated, no update):
-    a new generation batch whenever the previous one is used up (every rank takes part), else its
-    next micro-batch; this rank runs micro-batches rank, rank + W, ... of the step. Each loss is
-    multiplied by W because DDP averages the ranks' gradients. Returns (the current generation
-    batch, what to log, summed over ranks)."""
-    from biopost import distributed
-    gen_seconds, gen_stats, sums, loss_total, ratio_dev = 0.0, [], {}, 0.0, 0.0
-    eps_low = cfg.epsilon
-    eps_high = cfg.epsilon if cfg.epsilon_high is None else cfg.epsilon_high
-    mine = [a for a in range(sched.accum) if a % sched.world == rank]
-    for a in range(sched.accum):
-        m = step * sched.accum + a                      # global micro-step
-        if m % sched.micro_per_generation == 0:
-            buffer = rollouts(m // sched.micro_per_generation)
-            gen_seconds += buffer.seconds
-            gen_stats.append(buffer.stats)
-        if a % sched.world != rank:
-            continue
-        mb = buffer.micro[m % sched.steps_per_generation]
-        model.train()
-        with distributed.no_sync(net, sync=a == mine[-1]), amp():
-            logps, entropies = completion_logps(model, mb, cfg.temperature, cfg.logprob_chunk_tokens, forward=net)
-            loss, stats = grpo_loss(logps, mb.old_logps, mb.ref_logps, mb.advantages, mb.loss_mask,
-                                    loss_type=cfg.loss_type, beta=cfg.beta, epsilon_low=eps_low,
-                                    epsilon_high=eps_high, importance_sampling_level=cfg.importance_sampling_level,
-                                    max_completion_length=cfg.max_completion_length, grad_accum=sched.accum,
-                                    num_items_in_batch=buffer.num_items,
-                                    steps_per_generation=sched.steps_per_generation,
-                                    use_bias_correction_kl=cfg.use_bias_correction_kl, delta=cfg.delta)
-            (loss * sched.world if sched.world > 1 else loss).backward()
-        loss_total += float(loss.detach())
-        stats["entropy"] = ((entropies * mb.loss_mask).sum(), mb.loss_mask.sum())
-        ratio_dev = max(ratio_dev, float(stats.pop("ratio_max_abs_dev")[0]))
-        for k, (s, c) in stats.items():
-            acc = sums.setdefault(k, [0.0, 0.0])
-            acc[0] += float(s)
-            acc[1] += float(c)
-    if sched.world > 1:   # every rank ran the same micro-batch count, so the same stat keys
-        keys = sorted(sums)
-        flat = distributed.sums_across([loss_total] + [x for k in keys for x in sums[k]])
-        loss_total, sums = flat[0], {k: flat[1 + 2 * i:3 + 2 * i] for i, k in enumerate(keys)}
-        ratio_dev = distributed.max_across(ratio_dev)
-    n_generated = len(gen_stats)
-    if not gen_stats:           # a reused generation batch: report the rollout it came from
-        gen_stats = [buffer.stats]
-    rollout_stats = {k: sum(s[k] for s in gen_stats) / len(gen_stats) for k in gen_stats[0]}
-    return buffer, {"loss": loss_total, "rollout": rollout_stats, "ratio_dev": ratio_dev,
-                    "means": {k: (s / c if c else None) for k, (s, c) in sums.items()},
-                    "generated": n_generated, "generation_s": gen_seconds}
 
 
 def main(argv=None, prog: str | None = None) -> int:

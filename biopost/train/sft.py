@@ -262,8 +262,6 @@ def train_sft(cfg: SFTConfig) -> int:
 def _train_sft(cfg: SFTConfig, stop, rank) -> int:
     from tqdm import tqdm
 
-    from biopost.model.bio_model import BioReasoningModel
-    from biopost.runtime import base_dtype
     from biopost.train import checkpoint as ckpt_lib
     from biopost import distributed
     from biopost.train import recipe
@@ -286,20 +284,7 @@ def _train_sft(cfg: SFTConfig, stop, rank) -> int:
 
     # ---------------------------------------------------------------- model (every rank loads)
     resume_from = ckpt_lib.resolve_resume(cfg.resume, out)
-    # full FT keeps fp32 master weights; a frozen LLM (projector only) is never updated
-    dtype = base_dtype(device, cfg.bf16 and (cfg.lora_rank > 0 or cfg.train_projector_only))
-    if resume_from is not None:
-        log(f"[sft] resuming from {resume_from}")
-        model = BioReasoningModel.load(resume_from, device=device, dtype=dtype, is_trainable=True,
-                                       trust_remote_code=cfg.trust_remote_code)
-    else:
-        model = BioReasoningModel.build(model_spec_from_config(cfg, task.modality), device=device, dtype=dtype)
-        if cfg.projector_checkpoint_path:
-            loaded = model.load_projector_checkpoint(cfg.projector_checkpoint_path)
-            log(f"[sft] projectors and bio-token rows initialized from {loaded}")
-    if cfg.gradient_checkpointing:
-        recipe.enable_gradient_checkpointing(model)
-    model.train()
+    model = load_model(cfg, task, device, resume_from)
 
     examples, sup_tokens, n_truncated = encode_examples(model, task, train_rows, cfg)
     if main_rank:
@@ -315,12 +300,7 @@ def _train_sft(cfg: SFTConfig, stop, rank) -> int:
     accum, packed = batch_info["micro_batches_per_step"], cfg.tokens_per_micro_batch > 0   # over all ranks
     per_epoch, total_steps = plan_steps(cfg, lengths, accum)
     model.loss_chunk_tokens = cfg.loss_chunk_tokens
-    mode = distributed.parallel_mode(cfg.parallel, full_finetune=not model.is_lora and not model.spec.frozen_llm)
-    if mode == "fsdp" and rank.world > 1 and cfg.eval_every > 0:
-        raise ConfigError("--eval_every: the OOD monitor generates on rank 0 alone, which a model sharded over the "
-                          "ranks (--parallel fsdp, the default for full fine-tuning) cannot do; use --parallel ddp "
-                          "or --eval_every 0")
-    net = distributed.wrap(model, device, mode)   # before the optimizer: FSDP2 replaces the parameters
+    net, mode = wrap_model(cfg, model, device, rank)   # before the optimizer: FSDP2 replaces the parameters
     params = model.trainable_parameters()
     optimizer, scheduler = recipe.make_optimizer(params, cfg, total_steps)
     log(f"[sft] {len(examples)} examples, {per_epoch[0]} optimizer steps per epoch, {total_steps} in total; "
@@ -417,6 +397,40 @@ def _train_sft(cfg: SFTConfig, stop, rank) -> int:
         record_done(out, "sft", step, total_steps)
     distributed.barrier()   # train_done.json is written before any rank reports success
     return exit_code
+
+
+def load_model(cfg, task, device, resume_from):
+    """The model this run trains: its own checkpoint when resuming, else built fresh (the projectors
+    and bio-token rows optionally from a first-stage run), in training mode."""
+    from biopost.model.bio_model import BioReasoningModel
+    from biopost.runtime import base_dtype
+    from biopost.train import recipe
+    # full FT keeps fp32 master weights; a frozen LLM (projector only) is never updated
+    dtype = base_dtype(device, cfg.bf16 and (cfg.lora_rank > 0 or cfg.train_projector_only))
+    if resume_from is not None:
+        log(f"[sft] resuming from {resume_from}")
+        model = BioReasoningModel.load(resume_from, device=device, dtype=dtype, is_trainable=True,
+                                       trust_remote_code=cfg.trust_remote_code)
+    else:
+        model = BioReasoningModel.build(model_spec_from_config(cfg, task.modality), device=device, dtype=dtype)
+        if cfg.projector_checkpoint_path:
+            loaded = model.load_projector_checkpoint(cfg.projector_checkpoint_path)
+            log(f"[sft] projectors and bio-token rows initialized from {loaded}")
+    if cfg.gradient_checkpointing:
+        recipe.enable_gradient_checkpointing(model)
+    model.train()
+    return model
+
+
+def wrap_model(cfg, model, device, rank):
+    """(the module the passes go through, its parallel mode): biopost.distributed.wrap."""
+    from biopost import distributed
+    mode = distributed.parallel_mode(cfg.parallel, full_finetune=not model.is_lora and not model.spec.frozen_llm)
+    if mode == "fsdp" and rank.world > 1 and cfg.eval_every > 0:
+        raise ConfigError("--eval_every: the OOD monitor generates on rank 0 alone, which a model sharded over the "
+                          "ranks (--parallel fsdp, the default for full fine-tuning) cannot do; use --parallel ddp "
+                          "or --eval_every 0")
+    return distributed.wrap(model, device, mode), mode
 
 
 def collate_batch(examples, model, embeddings, device, packed: bool = False):
