@@ -110,7 +110,7 @@ def test_two_processes_equal_one_with_doubled_accumulation(runs):
     assert cfg["world_size"] == 2 and cfg["micro_batches_per_step"] == 4 and cfg["global_batch_size"] == 16
     one_cfg = yaml.safe_load((runs["one"] / "config.yaml").read_text())
     assert one_cfg["world_size"] == 1 and one_cfg["global_batch_size"] == 16
-    assert "world size 2, global batch" in runs["two_stderr"]
+    assert "world size 2 (ddp), global batch" in runs["two_stderr"]
     # the same steps saw the same supervised tokens: the data split is the 1-process window's
     assert [e["n_tokens"] for e in read_log(runs["two"] / "train_log.jsonl")] == \
            [e["n_tokens"] for e in read_log(runs["one"] / "train_log.jsonl")]

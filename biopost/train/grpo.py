@@ -436,4 +436,6 @@ def main(argv=None, prog: str | None = None) -> int:
 BATCH_HELP = ("Batches (as TRL): per_device_train_batch_size counts completions; a generation batch is "
               "per_device_train_batch_size x steps_per_generation completions (a multiple of num_generations), "
               "generated once and used num_iterations times; gradient_accumulation_steps micro-batches make one "
-              "optimizer step. Exit code 75: checkpointed after SIGTERM/SIGUSR1, requeue me.")
+              "optimizer step. Under torchrun with W processes (DDP) each rank holds that per-device share: a generation "
+              "batch is W times as large and one optimizer step takes W x gradient_accumulation_steps micro-batches. "
+              "Exit code 75: checkpointed after SIGTERM/SIGUSR1, requeue me.")
