@@ -265,17 +265,9 @@ def run_record(task, sched: Schedule, layout: dict, init: dict) -> dict:
 
 
 def train_grpo(cfg: GRPOConfig) -> int:
-    from biopost import distributed
-    from biopost.runtime import rank_info
-    from biopost.signals import StopFlag
-
+    from biopost.train.recipe import run_with_stop_flag
     validate_config(cfg)
-    stop = StopFlag()  # install first: a signal during set-up must not kill the job uncheckpointed
-    try:
-        return _train_grpo(cfg, stop, rank_info())
-    finally:
-        stop.restore()
-        distributed.teardown()
+    return run_with_stop_flag(_train_grpo, cfg)
 
 
 def _train_grpo(cfg: GRPOConfig, stop, rank) -> int:

@@ -36,6 +36,20 @@ def start_run(cfg, stage: str, create: bool = True):
     return out, get_task(cfg.task)
 
 
+def run_with_stop_flag(train, cfg) -> int:
+    """`train(cfg, stop, rank)` with the stop flag installed first (a signal during set-up must not
+    kill the job uncheckpointed), the handlers restored and the process group left however it ends."""
+    from biopost import distributed
+    from biopost.runtime import rank_info
+    from biopost.signals import StopFlag
+    stop = StopFlag()
+    try:
+        return train(cfg, stop, rank_info())
+    finally:
+        stop.restore()
+        distributed.teardown()
+
+
 def prepare_device(cfg, multi_process: bool = False):
     """The device of this process, deterministic kernels on CPU (bit-exact resume), seeds set (the
     same seed on every rank: identical fresh weights). A stage not written for DDP

@@ -246,17 +246,9 @@ def encode_examples(model, task, train_rows, cfg):
 
 
 def train_sft(cfg: SFTConfig) -> int:
-    from biopost.runtime import rank_info
-    from biopost.signals import StopFlag
-    from biopost import distributed
-
+    from biopost.train.recipe import run_with_stop_flag
     validate_config(cfg)
-    stop = StopFlag()  # install first: a signal during set-up must not kill the job uncheckpointed
-    try:
-        return _train_sft(cfg, stop, rank_info())
-    finally:
-        stop.restore()
-        distributed.teardown()
+    return run_with_stop_flag(_train_sft, cfg)
 
 
 def _train_sft(cfg: SFTConfig, stop, rank) -> int:
