@@ -139,7 +139,8 @@ class GRPOConfig:
     temperature: float = F(1.0, "sampling temperature (log-probs are of logits / temperature, as TRL)")
     top_p: float = F(1.0, "nucleus sampling mass (1 = off)")
     top_k: int = F(0, "top-k sampling (0 = off)")
-    rollout_batch_size: int = F(0, "completions per generate() call (0 = the whole generation batch at once)")
+    rollout_batch_size: int = F(0, "completions per generate() call (0 = the whole generation batch at once, "
+                                   "split evenly over the ranks under torchrun)")
     engine: str = F("auto", "generation engine of the rollouts: auto (static on CUDA, hf on CPU), static or hf")
     reward_funcs: list[str] = F(["correctness", "format"],
                                 "registered reward functions (built in: correctness = the task's own "
