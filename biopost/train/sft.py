@@ -267,6 +267,9 @@ def _train_sft(cfg: SFTConfig, stop, rank) -> int:
     if cfg.num_train_epochs == 0 and cfg.max_steps <= 0:
         log("[sft] num_train_epochs is 0: nothing to train")
         return 0
+    if rank.world > 1 and cfg.eval_every > 0 and cfg.parallel != "ddp" and cfg.lora_rank == 0 \
+            and not cfg.train_projector_only:
+        refuse_sharded_monitor()   # before any rank loads a model (wrap_model checks what was loaded)
     device = recipe.prepare_device(cfg, multi_process=True)
     distributed.init(device, cfg.distributed_timeout_minutes)
 
@@ -419,10 +422,14 @@ def wrap_model(cfg, model, device, rank):
     from biopost import distributed
     mode = distributed.parallel_mode(cfg.parallel, full_finetune=not model.is_lora and not model.spec.frozen_llm)
     if mode == "fsdp" and rank.world > 1 and cfg.eval_every > 0:
-        raise ConfigError("--eval_every: the OOD monitor generates on rank 0 alone, which a model sharded over the "
-                          "ranks (--parallel fsdp, the default for full fine-tuning) cannot do; use --parallel ddp "
-                          "or --eval_every 0")
+        refuse_sharded_monitor()
     return distributed.wrap(model, device, mode), mode
+
+
+def refuse_sharded_monitor():
+    raise ConfigError("--eval_every: the OOD monitor generates on rank 0 alone, which a model sharded over the "
+                      "ranks (--parallel fsdp, the default for full fine-tuning) cannot do; use --parallel ddp "
+                      "or --eval_every 0")
 
 
 def collate_batch(examples, model, embeddings, device, packed: bool = False):
