@@ -274,8 +274,9 @@ def load_optimizer_state(net, optimizer, state: dict) -> None:
     set_optimizer_state_dict(net, optimizer, full, options=StateDictOptions(full_state_dict=True))
 
 
-def full_norm(value) -> float:
-    """A gradient norm as a number (under FSDP clip_grad_norm_ returns a DTensor)."""
-    if hasattr(value, "full_tensor"):
-        value = value.full_tensor()
-    return float(value)
+def without_tied_head(state: dict, config) -> dict:
+    """A gathered full state dict holds a tied LM head as a copy of the input embeddings; leave it to
+    the tie (as save_pretrained does for the live model) when `config` ties them."""
+    if not getattr(config, "tie_word_embeddings", False):
+        return state
+    return {k: v for k, v in state.items() if not k.endswith("lm_head.weight")}

@@ -284,10 +284,9 @@ class BioReasoningModel(nn.Module):
         self.tokenizer.save_pretrained(out / "tokenizer")
         llm_state = None
         if state is not None:
-            # a gathered state holds a tied LM head as a copy of its own: leave it to the tie, as the live model does
-            tied = getattr(self.base_llm().config, "tie_word_embeddings", False)
-            llm_state = {k[len("llm."):]: v for k, v in state.items()
-                         if k.startswith("llm.") and not (tied and k.endswith("lm_head.weight"))}
+            from biopost.distributed import without_tied_head
+            llm_state = without_tied_head({k[len("llm."):]: v for k, v in state.items() if k.startswith("llm.")},
+                                          self.base_llm().config)
         if self.is_lora:
             # the resized embedding matrix is rebuilt deterministically on load: keep it out of the adapter
             self.llm.save_pretrained(out / "adapter", save_embedding_layers=False, state_dict=llm_state)

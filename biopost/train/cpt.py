@@ -404,8 +404,9 @@ def evaluate(model, blocks, batch_size: int, device, amp) -> dict:
 def save_model(model, out_dir, state: dict | None = None) -> None:
     """model.save_pretrained, from `state` (the full state dict gathered from FSDP shards) when
     given; a tied LM head, a copy of the embeddings in a gathered state, is left to the tie."""
-    if state is not None and getattr(model.config, "tie_word_embeddings", False):
-        state = {k: v for k, v in state.items() if not k.endswith("lm_head.weight")}
+    from biopost import distributed
+    if state is not None:
+        state = distributed.without_tied_head(state, model.config)
     model.save_pretrained(out_dir, state_dict=state)
 
 
